@@ -1,0 +1,176 @@
+"""The architecture interface and the per-run handle architectures work with."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Mapping, Sequence
+
+from ..events import EVENTS_ENV
+from ..workload import RunSpec, Workload
+
+
+class Unavailable(Exception):
+    """The architecture cannot run here; the message says why and what to set."""
+
+
+class RunFailed(Exception):
+    """The architecture ran the workload and it failed; the message has the framework's error."""
+
+
+class RunTimeout(RunFailed):
+    """The run exceeded ``--mlpbench-timeout`` and its processes were killed."""
+
+
+class Architecture:
+    """Turns a workload into one framework's pipeline and runs it once per call.
+
+    ``check`` raises :class:`Unavailable` to skip; ``open`` starts what lives
+    for the session; ``run`` blocks until the pipeline ends and raises
+    :class:`RunFailed` if it failed; ``close`` stops everything and may be
+    called more than once.
+    """
+
+    name: ClassVar[str] = ""
+    #: Framework metadata makes the first run after ``open`` unrepresentative
+    #: (Airflow's first task is seconds slower): run one unrecorded run first.
+    needs_warmup: ClassVar[bool] = False
+
+    def __init__(self, options: Any = None):
+        self.options = options
+
+    def check(self) -> None:
+        pass
+
+    def open(self, session_dir: Path) -> None:
+        pass
+
+    def run(self, workload: Workload, run: "Run") -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+    def versions(self) -> dict[str, str]:
+        """Versions of the framework packages this architecture runs on."""
+        return {}
+
+
+def step_environment(events_path: str | os.PathLike, traceparent: str | None = None) -> dict[str, str]:
+    """Variables a step process needs: the event sink, an import path that finds
+    the workloads the test process imported, and the trace context."""
+    paths = [p for p in sys.path if p and os.path.isdir(p)]
+    env = {EVENTS_ENV: str(events_path), "PYTHONPATH": os.pathsep.join(dict.fromkeys(paths))}
+    if traceparent:
+        env["TRACEPARENT"] = traceparent
+    return env
+
+
+@dataclass
+class Run:
+    """One run of a workload on an architecture, as the architecture sees it."""
+
+    spec: RunSpec
+    workload: Workload
+    dir: Path
+    timeout_s: float | None = None
+    started: float = field(default_factory=time.monotonic)
+    #: Framework metadata per task, keyed ``(step, index)``: ``created_ns``,
+    #: ``queued_ns``, ``started_ns``, ``finished_ns`` (wall-clock ns) and any
+    #: other figure the framework knows.
+    task_info: dict[tuple[str, int | None], dict[str, Any]] = field(default_factory=dict)
+    #: Where the architecture wrote the framework's own logs for this run.
+    logs: list[Path] = field(default_factory=list)
+
+    @property
+    def artifacts(self) -> Path:
+        return Path(self.spec.artifacts)
+
+    @property
+    def env(self) -> dict[str, str]:
+        return step_environment(self.spec.events, self.spec.traceparent)
+
+    def remaining_s(self) -> float | None:
+        if self.timeout_s is None:
+            return None
+        return max(0.0, self.timeout_s - (time.monotonic() - self.started))
+
+    def add_task_info(self, step: str, index: int | None, **info: Any) -> None:
+        self.task_info.setdefault((step, index), {}).update(info)
+
+    def call(
+        self,
+        cmd: Sequence[str],
+        *,
+        cwd: str | os.PathLike | None = None,
+        env: Mapping[str, str] | None = None,
+        log_name: str | None = None,
+    ) -> None:
+        """Run a command to completion under the run's deadline.
+
+        The command gets its own process group; on timeout or interruption the
+        whole group is killed. Output goes to a log file under the run's
+        directory; a non-zero exit raises :class:`RunFailed` with its tail.
+        """
+        proc = self.start(cmd, cwd=cwd, env=env, log_name=log_name)
+        self.wait(proc)
+
+    def start(self, cmd, *, cwd=None, env=None, log_name=None) -> subprocess.Popen:
+        log = self.dir / f"{log_name or Path(cmd[0]).name}.log"
+        self.logs.append(log)
+        with open(log, "ab") as out:
+            proc = subprocess.Popen(
+                list(cmd),
+                cwd=cwd,
+                env={**os.environ, **self.env, **(env or {})},
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        proc.log = log  # type: ignore[attr-defined]
+        return proc
+
+    def wait(self, proc: subprocess.Popen) -> None:
+        try:
+            rc = proc.wait(timeout=self.remaining_s())
+        except subprocess.TimeoutExpired:
+            kill_group(proc)
+            raise RunTimeout(f"run exceeded --mlpbench-timeout={self.timeout_s:g}s; killed {proc.args[0]}") from None
+        except BaseException:
+            kill_group(proc)
+            raise
+        if rc != 0:
+            raise RunFailed(f"{' '.join(map(str, proc.args[:3]))}... exited {rc}:\n{tail(proc.log)}")
+
+
+def kill_group(proc: subprocess.Popen, grace_s: float = 3.0) -> None:
+    """End a process started with ``start_new_session`` and everything in its group."""
+    if proc.poll() is not None:
+        _kill_pgid(proc.pid, signal.SIGKILL)  # stragglers of an exited leader
+        return
+    _kill_pgid(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=grace_s)
+    except subprocess.TimeoutExpired:
+        pass
+    _kill_pgid(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+
+def _kill_pgid(pgid: int, sig: int) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def tail(path: str | os.PathLike, lines: int = 40) -> str:
+    try:
+        text = Path(path).read_text(errors="replace")
+    except OSError:
+        return ""
+    return "\n".join(text.splitlines()[-lines:])

@@ -1,0 +1,52 @@
+"""The ``mlpbench`` fixture: runs a workload on the test's architecture under
+pytest-benchmark and puts the run records into ``extra_info``."""
+from __future__ import annotations
+
+import pytest
+
+from .record import FIGURES, RunRecord
+from .report import medians
+from .session import BenchSession
+
+
+class MlpBench:
+    def __init__(self, session: BenchSession, arch_name: str, benchmark):
+        self.session = session
+        self.arch_name = arch_name
+        self.benchmark = benchmark
+        self.records: list[RunRecord] = []
+
+    def run(self, workload: str, **params) -> list[RunRecord]:
+        """Run ``workload`` for the warm-up and measured rounds; return the measured records."""
+        session, settings = self.session, self.session.settings
+        arch = session.architecture(self.arch_name)
+        work = session.registry.workload(workload)
+        warmup = settings.warmup
+        session.warm_up(arch, work, params)
+        all_runs: list[RunRecord] = []
+
+        def run_once():
+            n = len(all_runs)
+            record = session.run_once(arch, work, round=n - warmup, warmup=n < warmup, params=params)
+            all_runs.append(record)
+            self._publish(all_runs)
+            if record.outcome != "passed":
+                pytest.fail(f"{self.arch_name} / {workload} round {record.round}: {record.outcome}: {record.error}",
+                            pytrace=False)
+
+        self.benchmark.group = work.name
+        self.benchmark.pedantic(run_once, rounds=settings.rounds, warmup_rounds=warmup, iterations=1)
+        self.records = [r for r in all_runs if not r.warmup]
+        return self.records
+
+    def _publish(self, runs: list[RunRecord]) -> None:
+        measured = [r for r in runs if not r.warmup]
+        self.benchmark.extra_info["mlpbench"] = {
+            "architecture": self.arch_name,
+            "workload": runs[0].workload,
+            "scale": runs[0].scale,
+            "figures": list(FIGURES),
+            "median": medians(runs),
+            "rounds": [{"run_id": r.run_id, "outcome": r.outcome, **r.figures(), "gaps": r.gaps, "steps": r.steps}
+                       for r in measured],
+        }

@@ -1,0 +1,119 @@
+"""pytest hooks and fixtures of mlpbench; the work is done by the session."""
+from __future__ import annotations
+
+import os
+from importlib import metadata
+from pathlib import Path
+
+import pytest
+
+from . import hooks
+from .architectures import Unavailable
+from .fixture import MlpBench
+from .options import Settings, add_options
+from .registry import Registry
+from .report import terminal_table
+from .session import BenchSession
+
+MARKERS = {
+    "training": "benchmarks of training workloads",
+    "inference": "benchmarks of batch-inference workloads",
+}
+VERSIONED = ["torch", "psutil", "pytest-benchmark", "metaflow", "apache-airflow", "kfp", "sagemaker", "mlflow", "dvc"]
+
+
+def pytest_addhooks(pluginmanager):
+    pluginmanager.add_hookspecs(hooks)
+
+
+def pytest_addoption(parser):
+    add_options(parser)
+
+
+def pytest_configure(config):
+    for name, text in MARKERS.items():
+        config.addinivalue_line("markers", f"{name}: {text}")
+    settings = Settings.from_config(config)
+    registry = Registry.builtin()
+    config.hook.pytest_mlpbench_register(registry=registry)
+    unknown = [n for n in settings.arch or [] if n not in registry.architectures]
+    if unknown:
+        raise pytest.UsageError(
+            f"--mlpbench-arch: unknown architecture {', '.join(map(repr, unknown))}; "
+            f"valid: {', '.join(registry.architectures)}"
+        )
+    results = Path(settings.results)
+    if not results.is_absolute():
+        results = Path(config.invocation_params.dir) / results
+    config.stash[SESSION] = BenchSession(settings, registry, results)
+
+
+SESSION = pytest.StashKey[BenchSession]()
+
+
+def pytest_generate_tests(metafunc):
+    session = metafunc.config.stash[SESSION]
+    if "mlpbench_workload" in metafunc.fixturenames:
+        extra = [w for w in session.registry.workloads.values() if not w.builtin]
+        metafunc.parametrize(
+            "mlpbench_workload",
+            [pytest.param(w.name, id=w.name, marks=getattr(pytest.mark, w.marker)) for w in extra],
+        )
+    if "mlpbench" in metafunc.fixturenames:
+        metafunc.parametrize("mlpbench_arch", session.selected(), indirect=True)
+
+
+def pytest_collection_modifyitems(config, items):
+    """A suite of registered workloads with none registered is not a skip: drop it."""
+    empty = [i for i in items if "mlpbench_workload" in getattr(i, "fixturenames", ()) and not hasattr(i, "callspec")]
+    if empty:
+        config.hook.pytest_deselected(items=empty)
+        items[:] = [i for i in items if i not in empty]
+
+
+@pytest.fixture
+def mlpbench_arch(request):
+    """The architecture name of this benchmark (parametrized by the plugin)."""
+    return request.param
+
+
+@pytest.fixture
+def mlpbench(request, benchmark, mlpbench_arch):
+    """Runs a workload on this benchmark's architecture: ``mlpbench.run("training")``."""
+    session = request.config.stash[SESSION]
+    try:
+        session.architecture(mlpbench_arch)
+    except Unavailable as exc:
+        pytest.skip(str(exc))
+    return MlpBench(session, mlpbench_arch, benchmark)
+
+
+def pytest_benchmark_update_machine_info(config, machine_info):
+    versions = {}
+    for dist in VERSIONED:
+        try:
+            versions[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            pass
+    session = config.stash.get(SESSION, None)
+    if session:
+        versions.update(session.versions())
+    machine_info["mlpbench"] = {"versions": versions, "cpu_count": os.cpu_count()}
+
+
+def pytest_terminal_summary(terminalreporter, config):
+    session = config.stash.get(SESSION, None)
+    if session and session.records:
+        terminalreporter.write_sep("-", "mlpbench: medians per architecture")
+        for line in terminal_table(session.records):
+            terminalreporter.write_line(line)
+        terminalreporter.write_line(f"results: {session.results.dir}")
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_sessionfinish(session):
+    """Stop every server and process the architectures started, also after a
+    failure or Ctrl-C, and write the session's summaries."""
+    bench = session.config.stash.get(SESSION, None)
+    if bench:
+        bench.close()

@@ -1,0 +1,137 @@
+"""Results on disk (``results/``) and the terminal table.
+
+``runs.jsonl`` gains one line per run as soon as the run ends, whatever its
+outcome, so an interrupted session keeps what it measured; the CSV files and
+``summary.md`` describe the current session and are replaced atomically.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import statistics
+from dataclasses import asdict
+from pathlib import Path
+from typing import Iterable, Sequence
+
+from .monitor import Sample
+from .record import FIGURES, RunRecord
+
+FLOOR = "inprocess"
+
+
+def write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def append_line(path: Path, line: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, (line + "\n").encode())
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class ResultsWriter:
+    def __init__(self, directory: Path):
+        self.dir = directory
+
+    def add(self, record: RunRecord, samples: Sequence[Sample]) -> None:
+        (self.dir / "series").mkdir(parents=True, exist_ok=True)
+        series = self.dir / "series" / f"{record.run_id}.csv"
+        write_atomic(series, to_csv([asdict(s) for s in samples], ["t_s", "cpu_percent", "rss_bytes", "processes"]))
+        append_line(self.dir / "runs.jsonl", json.dumps({**record.to_dict(), "series": str(series)}, sort_keys=True))
+
+    def write_summaries(self, records: Sequence[RunRecord]) -> None:
+        if not records:
+            return
+        columns = ["run_id", "architecture", "workload", "scale", "round", "warmup", "outcome", *FIGURES]
+        rows = [{**{c: getattr(r, c) for c in columns}, **r.metrics} for r in records]
+        metric_names = sorted({m for r in records for m in r.metrics})
+        write_atomic(self.dir / "runs.csv", to_csv(rows, columns + metric_names))
+        steps = [{"run_id": r.run_id, "architecture": r.architecture, **row} for r in records for row in r.steps]
+        step_columns = list(dict.fromkeys(k for row in steps for k in row))
+        write_atomic(self.dir / "steps.csv", to_csv(steps, step_columns))
+        write_atomic(self.dir / "summary.md", summary_markdown(records))
+
+
+def to_csv(rows: Iterable[dict], columns: Sequence[str]) -> str:
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=list(columns), extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(rows)
+    return out.getvalue()
+
+
+def medians(records: Sequence[RunRecord]) -> dict[str, float]:
+    """Median of every figure over the measured rounds that passed."""
+    measured = [r for r in records if not r.warmup and r.outcome == "passed"]
+    names = dict.fromkeys(n for r in measured for n in r.figures())
+    return {n: statistics.median(r.figures()[n] for r in measured if n in r.figures()) for n in names}
+
+
+def grouped(records: Sequence[RunRecord]) -> dict[tuple[str, str], list[RunRecord]]:
+    groups: dict[tuple[str, str], list[RunRecord]] = {}
+    for record in records:
+        groups.setdefault((record.workload, record.architecture), []).append(record)
+    return groups
+
+
+def summary_rows(records: Sequence[RunRecord]) -> list[dict]:
+    """One row per (workload, architecture): medians, failures, and overhead
+    beyond the ``inprocess`` floor's on the same workload."""
+    groups = grouped(records)
+    rows = []
+    for (workload, arch), group in groups.items():
+        row = {"workload": workload, "architecture": arch, **medians(group)}
+        row["runs"] = sum(not r.warmup for r in group)
+        row["failed"] = sum(r.outcome != "passed" for r in group)
+        floor = medians(groups.get((workload, FLOOR), []))
+        if "overhead_s" in floor and "overhead_s" in row:
+            row["overhead_over_inprocess_s"] = row["overhead_s"] - floor["overhead_s"]
+        rows.append(row)
+    return rows
+
+
+TABLE = [
+    ("architecture", "architecture", str),
+    ("workload", "workload", str),
+    ("wall_s", "wall (s)", "{:.3f}".format),
+    ("startup_s", "startup (s)", "{:.3f}".format),
+    ("compute_s", "compute (s)", "{:.3f}".format),
+    ("overhead_s", "overhead (s)", "{:.3f}".format),
+    ("overhead_over_inprocess_s", "over inprocess (s)", "{:+.3f}".format),
+    ("cpu_s", "CPU (s)", "{:.2f}".format),
+    ("peak_rss_bytes", "peak mem (MiB)", lambda b: f"{b / 2**20:.0f}"),
+    ("runs", "runs", str),
+    ("failed", "failed", str),
+]
+
+
+def table_cells(rows: Sequence[dict]) -> tuple[list[str], list[list[str]]]:
+    headers = [title for _, title, _ in TABLE]
+    cells = [[fmt(row[key]) if row.get(key) is not None else "-" for key, _, fmt in TABLE] for row in rows]
+    return headers, cells
+
+
+def terminal_table(records: Sequence[RunRecord]) -> list[str]:
+    headers, cells = table_cells(summary_rows(records))
+    widths = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(headers)]
+    line = lambda values: "  ".join(v.rjust(w) if i > 1 else v.ljust(w) for i, (v, w) in enumerate(zip(values, widths)))
+    return [line(headers), "-" * len(line(headers)), *(line(c) for c in cells)]
+
+
+def summary_markdown(records: Sequence[RunRecord]) -> str:
+    headers, cells = table_cells(summary_rows(records))
+    lines = ["# mlpbench summary", "", "Medians over the measured rounds that passed.", ""]
+    lines += ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(c) + " |" for c in cells]
+    failures = [r for r in records if r.outcome != "passed"]
+    if failures:
+        lines += ["", "## Failed runs", ""]
+        lines += [f"- `{r.run_id}` ({r.outcome}): {(r.error or '').splitlines()[0] if r.error else ''}" for r in failures]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,150 @@
+"""The benchmark session: architectures opened once, runs measured, results kept."""
+from __future__ import annotations
+
+import shutil
+import signal
+import tempfile
+import time
+import traceback
+import uuid
+from pathlib import Path
+
+from .architectures import Architecture, RunFailed, RunTimeout, Unavailable
+from .architectures.base import Run
+from .events import read_events
+from .monitor import Monitor
+from .options import Settings
+from .record import RunRecord, build_record
+from .registry import Registry
+from .report import ResultsWriter
+from .workload import RunSpec, Workload, directory_bytes
+
+
+class BenchSession:
+    def __init__(self, settings: Settings, registry: Registry, results_dir: Path):
+        self.settings = settings
+        self.registry = registry
+        self.results = ResultsWriter(results_dir)
+        self.records: list[RunRecord] = []
+        self._architectures: dict[str, Architecture] = {}
+        self._unavailable: dict[str, str] = {}
+        self._warmed: set[tuple[str, str]] = set()
+        self._versions: dict[str, str] = {}
+        self._session_dir: Path | None = None
+
+    @property
+    def session_dir(self) -> Path:
+        """Scratch space for this session's runs, made on first use."""
+        if self._session_dir is None:
+            self._session_dir = Path(tempfile.mkdtemp(prefix="mlpbench-"))
+        return self._session_dir
+
+    def selected(self) -> list[str]:
+        return self.settings.arch or list(self.registry.architectures)
+
+    def architecture(self, name: str) -> Architecture:
+        """The opened architecture, or :class:`Unavailable` with the reason."""
+        if name in self._unavailable:
+            raise Unavailable(self._unavailable[name])
+        if name not in self._architectures:
+            try:
+                arch = self.registry.architectures[name].load()(self.settings)
+                arch.check()
+                arch_dir = self.session_dir / name
+                arch_dir.mkdir(parents=True, exist_ok=True)
+                self._architectures[name] = arch  # registered first, so close() runs even if open() fails
+                arch.open(arch_dir)
+                self._versions.update(arch.versions())
+            except Unavailable as exc:
+                self._unavailable[name] = str(exc)
+                self._architectures.pop(name, None)
+                raise
+        return self._architectures[name]
+
+    def versions(self) -> dict[str, str]:
+        return dict(self._versions)
+
+    def warm_up(self, arch: Architecture, workload: Workload, params: dict) -> None:
+        """One unrecorded run for architectures whose first run after start is unrepresentative."""
+        key = (arch.name, workload.name)
+        if arch.needs_warmup and key not in self._warmed:
+            self._warmed.add(key)
+            self.run_once(arch, workload, round=-1, warmup=True, params=params)
+
+    def run_once(self, arch: Architecture, workload: Workload, round: int, warmup: bool, params: dict) -> RunRecord:
+        run_id = f"{arch.name}-{workload.name}-{uuid.uuid4().hex[:8]}"
+        run_dir = self.session_dir / "runs" / run_id
+        (run_dir / "artifacts").mkdir(parents=True)
+        spec = RunSpec(
+            workload=workload.ref,
+            scale=self.settings.scale,
+            run_id=run_id,
+            artifacts=str(run_dir / "artifacts"),
+            events=str(run_dir / "events.jsonl"),
+            params={"data_dir": self.settings.data_dir, **params},
+        )
+        run = Run(spec=spec, workload=workload, dir=run_dir, timeout_s=self.settings.timeout)
+        outcome, error = "passed", None
+        monitor = Monitor(self.settings.sample_interval).start()
+        submit_ns = time.time_ns()
+        try:
+            with _sigterm_as_interrupt():
+                arch.run(workload, run)
+        except RunTimeout as exc:
+            outcome, error = "timeout", str(exc)
+        except RunFailed as exc:
+            outcome, error = "failed", str(exc)
+        except BaseException as exc:
+            outcome = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
+            error = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+            raise
+        finally:
+            end_ns = time.time_ns()
+            usage = monitor.stop()
+            record = build_record(
+                run_id=run_id,
+                architecture=arch.name,
+                workload=workload,
+                scale=self.settings.scale,
+                round=round,
+                warmup=warmup,
+                submit_ns=submit_ns,
+                end_ns=end_ns,
+                events=read_events(spec.events, run_id),
+                usage=usage,
+                artifact_bytes=directory_bytes(spec.artifacts),
+                task_info=run.task_info,
+                outcome=outcome,
+                error=error,
+            )
+            self.records.append(record)
+            self.results.add(record, usage.samples)
+        return record
+
+    def close(self) -> None:
+        for arch in reversed(list(self._architectures.values())):
+            arch.close()
+        self._architectures.clear()
+        self.results.write_summaries(self.records)
+        if self._session_dir:
+            shutil.rmtree(self._session_dir, ignore_errors=True)
+            self._session_dir = None
+
+
+class _sigterm_as_interrupt:
+    """Turn SIGTERM into KeyboardInterrupt while a run is under way, so a
+    killed benchmark still records the run and stops what it started."""
+
+    def __enter__(self):
+        try:
+            self._old = signal.signal(signal.SIGTERM, self._raise)
+        except ValueError:  # not the main thread
+            self._old = None
+
+    def __exit__(self, *exc):
+        if self._old is not None:
+            signal.signal(signal.SIGTERM, self._old)
+
+    @staticmethod
+    def _raise(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")

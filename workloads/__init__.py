@@ -1,0 +1,1 @@
+"""The workloads of the reference study, defined once in plain Python."""
