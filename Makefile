@@ -17,7 +17,6 @@ install: $(VENV)/.installed
 
 $(VENV)/.installed: setup.cfg pyproject.toml requirements/constraints.txt
 	test -x $(PY) || python3 -m venv $(VENV)
-	$(PIP) install -q --upgrade pip
 	$(PIP) install -q $(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX)) -c requirements/constraints.txt torch==2.13.0
 	$(PIP) install -q -c requirements/constraints.txt -e '.[frameworks,test]'
 	touch $@

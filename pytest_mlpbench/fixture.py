@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from .architectures import RunFailed
 from .record import FIGURES, RunRecord
 from .report import medians
 from .session import BenchSession
@@ -31,11 +32,14 @@ class MlpBench:
             all_runs.append(record)
             self._publish(all_runs)
             if record.outcome != "passed":
-                pytest.fail(f"{self.arch_name} / {workload} round {record.round}: {record.outcome}: {record.error}",
-                            pytrace=False)
+                # an Exception, not pytest.fail: pytest-benchmark then marks the benchmark as errored
+                raise RunFailed(f"{self.arch_name} / {workload} round {record.round}: {record.outcome}: {record.error}")
 
         self.benchmark.group = work.name
-        self.benchmark.pedantic(run_once, rounds=settings.rounds, warmup_rounds=warmup, iterations=1)
+        try:
+            self.benchmark.pedantic(run_once, rounds=settings.rounds, warmup_rounds=warmup, iterations=1)
+        except RunFailed as exc:
+            pytest.fail(str(exc), pytrace=False)
         self.records = [r for r in all_runs if not r.warmup]
         return self.records
 

@@ -2,34 +2,38 @@
 the ini file, and one resolver that turns them into checked settings."""
 from __future__ import annotations
 
+import math
 import os
+import re
 from dataclasses import dataclass
 from typing import Any, Callable
 
 import pytest
 
+from .gates import parse_gate, significance_level
 from .workload import SCALES
 
 
-def positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise ValueError("must be 1 or more")
+def _number(text: str, kind: type, low: float, inclusive: bool, what: str):
+    try:
+        value = kind(text)
+    except ValueError:
+        raise ValueError(f"expected {what}") from None
+    if not math.isfinite(value) or value < low or (value == low and not inclusive):
+        raise ValueError(f"expected {what}")
     return value
+
+
+def positive_int(text: str) -> int:
+    return _number(text, int, 1, True, "a whole number of 1 or more")
 
 
 def non_negative_int(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise ValueError("must be 0 or more")
-    return value
+    return _number(text, int, 0, True, "a whole number of 0 or more")
 
 
 def positive_float(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise ValueError("must be more than 0")
-    return value
+    return _number(text, float, 0, False, "a number of seconds greater than 0")
 
 
 def choice(*valid: str) -> Callable[[str], str]:
@@ -55,6 +59,20 @@ def existing_dir(text: str) -> str:
     return path
 
 
+def _airflow_db(text: str) -> str | None:
+    if text == "sqlite":
+        return None
+    if not re.match(r"^postgresql(\+\w+)?://\S+$", text):
+        raise ValueError("expected 'sqlite' or postgresql://USER:PASSWORD@HOST:PORT/DATABASE")
+    return text
+
+
+def _airflow_settings(text: str) -> dict[str, str]:
+    from .architectures.airflow.server import parse_settings  # no Airflow import: plain parsing
+
+    return parse_settings(text)
+
+
 @dataclass(frozen=True)
 class Option:
     name: str  # --mlpbench-NAME on the command line, mlpbench_NAME in the ini file
@@ -62,6 +80,9 @@ class Option:
     parse: Callable[[str], Any] = str
     default: Any = None
     metavar: str | None = None
+    #: Repeatable on the command line, one value a line in the ini file; the
+    #: setting is then the list of parsed values (default: empty).
+    multiple: bool = False
 
     @property
     def flag(self) -> str:
@@ -86,14 +107,67 @@ OPTIONS = [
     Option("data_dir", "Directory with real data for the workloads, e.g. a CIFAR-10 "
            "'cifar-10-batches-py' directory (default: generated data).", existing_dir, None, "DIR"),
     # -- options of the framework architectures follow, one block per framework --
+    # -- metaflow options --
+    # -- airflow options --
+    Option("airflow_db", "Airflow metadata database for airflow-local/-kubernetes: 'sqlite' (default, a file in "
+           "the session's AIRFLOW_HOME) or a SQLAlchemy URL postgresql://USER:PASSWORD@HOST:PORT/DB "
+           "(needs psycopg2-binary and asyncpg).", _airflow_db, None, "URL"),
+    Option("airflow_config", "Extra Airflow settings, comma-separated section.key=value, e.g. "
+           "'scheduler.scheduler_idle_sleep_time=1' (they override the tuned defaults).",
+           _airflow_settings, None, "SETTINGS"),
+    Option("airflow_kube_context", "Kube context (of $KUBECONFIG or ~/.kube/config) in which airflow-kubernetes "
+           "runs its pods (default: none, airflow-kubernetes is skipped).", str, None, "CONTEXT"),
+    Option("airflow_kube_namespace", "Namespace of airflow-kubernetes' pods (default: default).",
+           str, "default", "NAMESPACE"),
+    Option("airflow_kube_image", "Container image for airflow-kubernetes' pods, with pytest-mlpbench and the "
+           "workloads installed (required with --mlpbench-airflow-kube-context).", str, None, "IMAGE"),
+    Option("airflow_kube_volume", "PersistentVolumeClaim mounted at /mlpbench in every pod of airflow-kubernetes, "
+           "for the artifacts steps pass on (required with --mlpbench-airflow-kube-context).", str, None, "PVC"),
+    # -- kubeflow and sagemaker options --
+    Option("kubeflow_host", "KFP API endpoint for the kubeflow architecture, e.g. http://127.0.0.1:8888 "
+           "(default: $KF_PIPELINES_ENDPOINT; without one, kubeflow is skipped).", str, None, "URL"),
+    Option("kubeflow_image", "Container image of the kubeflow tasks; it must have pytest-mlpbench and the "
+           "workloads installed (required for kubeflow).", str, None, "IMAGE"),
+    Option("kubeflow_artifacts", "Directory that every kubeflow task pod mounts, for the workloads' "
+           "artifacts (required for kubeflow).", str, None, "DIR"),
+    Option("kubeflow_namespace", "Kubernetes namespace of the KFP runs (default: kubeflow).", str, None, "NAME"),
+    Option("kubeflow_experiment", "KFP experiment of the runs (default: mlpbench).", str, "mlpbench", "NAME"),
+    Option("sagemaker_role", "IAM role ARN the SageMaker pipeline and its jobs run as "
+           "(default: $SAGEMAKER_ROLE_ARN; required for sagemaker).", str, None, "ARN"),
+    Option("sagemaker_s3_root", "S3 prefix for the SageMaker runs' code, inputs and artifacts, "
+           "e.g. s3://bucket/mlpbench (default: $SAGEMAKER_S3_ROOT; required for sagemaker).", str, None, "S3URI"),
+    Option("sagemaker_region", "AWS region of the SageMaker pipeline (default: the standard AWS "
+           "configuration: $AWS_REGION, $AWS_DEFAULT_REGION, ~/.aws/config).", str, None, "REGION"),
+    Option("sagemaker_image", "Container image of the SageMaker steps; it must have pytest-mlpbench "
+           "and the workloads installed (default: the SDK's image for this Python).", str, None, "URI"),
+    Option("sagemaker_instance_type", "Instance type of the SageMaker steps (default: ml.m5.large).",
+           str, "ml.m5.large", "TYPE"),
+    Option("remote_poll", "Seconds between status polls of a kubeflow or sagemaker run (default: 2).",
+           positive_float, 2.0, "SECONDS"),
+    # -- dvc and mlflow options --
+    # -- captioning and report options --
+    # -- gate options --
+    Option("fail", "Regression gate METRIC:STAT:THRESHOLD on any figure of the run record, repeatable, e.g. "
+           "overhead_s:median:+20%, peak_rss_bytes:max:+50, accuracy:min:-0.01 (STAT: min, median, mean, max; "
+           "THRESHOLD: +N% or +N allowed increase, -N% or -N allowed decrease). Fails only on a significant "
+           "change against the saved pytest-benchmark history.", parse_gate, None, "METRIC:STAT:THRESHOLD",
+           multiple=True),
+    Option("baseline", "Saved run to gate against: number, save name or file path (default: the latest "
+           "saved run in --benchmark-storage for this machine).", str, None, "RUN"),
+    Option("history", "Pool the per-round values of the N latest saved runs as the baseline (default: 1).",
+           positive_int, 1, "N"),
+    Option("alpha", "Significance level of the gates' one-sided rank test (default: 0.05).",
+           significance_level, 0.05, "P"),
 ]
 
 
 def add_options(parser: pytest.Parser) -> None:
     group = parser.getgroup("mlpbench", "mlpbench: ML pipeline architecture benchmarks")
     for opt in OPTIONS:
-        group.addoption(opt.flag, dest=opt.dest, metavar=opt.metavar, default=None, help=opt.help)
-        parser.addini(opt.dest, opt.help)
+        action = "append" if opt.multiple else "store"
+        group.addoption(opt.flag, dest=opt.dest, metavar=opt.metavar, default=None, action=action,
+                        help=opt.help.replace("%", "%%"))  # argparse %-formats help texts
+        parser.addini(opt.dest, opt.help, type="linelist" if opt.multiple else None)
 
 
 class Settings:
@@ -118,6 +192,9 @@ class Settings:
             raw, source = config.getoption(opt.dest), opt.flag
             if raw is None:
                 raw, source = config.getini(opt.dest) or None, f"ini {opt.dest}"
+            if opt.multiple:
+                values[opt.name] = [_parse(opt, item, source) for item in raw or []]
+                continue
             if raw is None:
                 values[opt.name] = opt.default
                 continue
@@ -126,3 +203,10 @@ class Settings:
             except ValueError as exc:
                 raise pytest.UsageError(f"{source}={raw!r}: {exc}") from None
         return cls(values)
+
+
+def _parse(opt: Option, raw: str, source: str) -> Any:
+    try:
+        return opt.parse(str(raw).strip())
+    except ValueError as exc:
+        raise pytest.UsageError(f"{source}={raw!r}: {exc}") from None

@@ -10,6 +10,7 @@ import pytest
 from . import hooks
 from .architectures import Unavailable
 from .fixture import MlpBench
+from .gates_plugin import GatePlugin
 from .options import Settings, add_options
 from .registry import Registry
 from .report import terminal_table
@@ -18,6 +19,7 @@ from .session import BenchSession
 MARKERS = {
     "training": "benchmarks of training workloads",
     "inference": "benchmarks of batch-inference workloads",
+    "monitor": "benchmarks of mlpbench's own monitor",
 }
 VERSIONED = ["torch", "psutil", "pytest-benchmark", "metaflow", "apache-airflow", "kfp", "sagemaker", "mlflow", "dvc"]
 
@@ -34,6 +36,7 @@ def pytest_configure(config):
     for name, text in MARKERS.items():
         config.addinivalue_line("markers", f"{name}: {text}")
     settings = Settings.from_config(config)
+    config.pluginmanager.register(GatePlugin(config, settings), "mlpbench-gates")
     registry = Registry.builtin()
     config.hook.pytest_mlpbench_register(registry=registry)
     unknown = [n for n in settings.arch or [] if n not in registry.architectures]

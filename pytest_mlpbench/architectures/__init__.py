@@ -31,9 +31,21 @@ class Entry:
         return getattr(module, attr)
 
 
-_EXTRAS = "pip install -r requirements/frameworks.txt"
+_EXTRAS = "install the frameworks with: pip install 'pytest-mlpbench[frameworks]'"
+
+_ARCH = "pytest_mlpbench.architectures"
 
 BUILTIN = [
-    Entry("inprocess", "pytest_mlpbench.architectures.inprocess:InProcess"),
-    Entry("subprocess", "pytest_mlpbench.architectures.subprocesses:Subprocesses"),
+    Entry("inprocess", f"{_ARCH}.inprocess:InProcess"),
+    Entry("subprocess", f"{_ARCH}.subprocesses:Subprocesses"),
+    Entry("metaflow-local", f"{_ARCH}.metaflow:MetaflowLocal", _EXTRAS),
+    Entry("metaflow-kubernetes", f"{_ARCH}.metaflow:MetaflowKubernetes", _EXTRAS),
+    Entry("metaflow-batch", f"{_ARCH}.metaflow:MetaflowBatch", _EXTRAS),
+    Entry("airflow-local", f"{_ARCH}.airflow:AirflowLocal", _EXTRAS),
+    Entry("airflow-kubernetes", f"{_ARCH}.airflow:AirflowKubernetes", _EXTRAS),
+    Entry("kubeflow-local", f"{_ARCH}.kubeflow:KubeflowLocal", _EXTRAS),
+    Entry("kubeflow", f"{_ARCH}.kubeflow:KubeflowRemote", _EXTRAS),
+    Entry("sagemaker", f"{_ARCH}.sagemaker:SageMaker", _EXTRAS),
+    Entry("dvc", f"{_ARCH}.dvc:Dvc", _EXTRAS),
+    Entry("mlflow", f"{_ARCH}.mlflow:MlflowProjects", _EXTRAS),
 ]

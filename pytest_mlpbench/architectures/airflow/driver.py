@@ -1,0 +1,118 @@
+"""One workload run on a running Airflow, through its REST API: make sure the
+DAG is parsed, trigger it, wait for the DAG run, read the task instances."""
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+
+from ..base import Run, RunFailed, RunTimeout
+from .client import AirflowClient, AirflowError, timestamp_ns
+from .dagtask import CONF_KEY
+
+FINISHED = ("success", "failed")
+FAILED_TASK_STATES = ("failed", "upstream_failed")
+
+
+class DagDriver:
+    def __init__(self, client: AirflowClient, dags_folder: Path, poll_s: float = 0.1,
+                 parse_timeout_s: float = 120.0):
+        self.client = client
+        self.dags_folder = Path(dags_folder)
+        self.poll_s = poll_s
+        self.parse_timeout_s = parse_timeout_s
+        self._ready: set[str] = set()
+
+    def ensure_dag(self, dag_id: str, source: str, run: Run) -> None:
+        """Write the DAG file (once per session) and wait until the dag-processor has parsed it."""
+        if dag_id in self._ready:
+            return
+        path = self.dags_folder / f"{dag_id}.py"
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(source)
+        tmp.replace(path)  # the dag-processor never sees half a file
+        limit = _limit(run, self.parse_timeout_s)
+        deadline = time.monotonic() + limit
+        while time.monotonic() < deadline:
+            if self.client.dag(dag_id) is not None:
+                self._ready.add(dag_id)
+                return
+            errors = self.client.import_errors(path.name)
+            if errors:
+                raise RunFailed(f"Airflow could not import the generated DAG {path.name}:\n{errors[-1]}")
+            time.sleep(0.2)
+        if run.remaining_s() == 0:
+            raise RunTimeout(f"run exceeded --mlpbench-timeout={run.timeout_s:g}s waiting for DAG {dag_id} to be parsed")
+        raise RunFailed(f"the dag-processor did not parse {path} within {limit:g}s")
+
+    def run(self, dag_id: str, run: Run, conf_extra: dict | None = None) -> dict:
+        """Trigger ``dag_id`` for ``run``, wait for it, record its task instances; return the final DAG run."""
+        run_id = run.spec.run_id
+        conf = {CONF_KEY: {"spec": dataclasses.asdict(run.spec), "env": run.env, **(conf_extra or {})}}
+        self.client.trigger(dag_id, run_id, conf)
+        try:
+            dag_run = self._wait(dag_id, run)
+        except BaseException:
+            self._fail_quietly(dag_id, run_id)
+            raise
+        finally:
+            self._record_tasks(dag_id, run)
+        if dag_run["state"] != "success":
+            raise RunFailed(self._failure(dag_id, run_id))
+        return dag_run
+
+    def _wait(self, dag_id: str, run: Run) -> dict:
+        while True:
+            dag_run = self.client.dag_run(dag_id, run.spec.run_id)
+            if dag_run["state"] in FINISHED:
+                return dag_run
+            if run.remaining_s() == 0:
+                raise RunTimeout(f"run exceeded --mlpbench-timeout={run.timeout_s:g}s; "
+                                 f"DAG run {run.spec.run_id} was {dag_run['state']} and is marked failed")
+            time.sleep(self.poll_s)
+
+    def _fail_quietly(self, dag_id: str, run_id: str) -> None:
+        """Mark an abandoned DAG run failed so its tasks are stopped and the next run is not queued behind it."""
+        try:
+            self.client.set_dag_run_state(dag_id, run_id, "failed")
+        except AirflowError:
+            pass
+
+    def _record_tasks(self, dag_id: str, run: Run) -> None:
+        try:
+            tis = self.client.task_instances(dag_id, run.spec.run_id)
+        except AirflowError:
+            return
+        for ti in tis:
+            run.add_task_info(
+                ti["task_id"],
+                ti["map_index"] if ti["map_index"] >= 0 else None,
+                queued_ns=timestamp_ns(ti.get("queued_when")),
+                started_ns=timestamp_ns(ti.get("start_date")),
+                finished_ns=timestamp_ns(ti.get("end_date")),
+                scheduled_ns=timestamp_ns(ti.get("scheduled_when")),
+                airflow_state=ti.get("state"),
+                airflow_try=ti.get("try_number"),
+            )
+
+    def _failure(self, dag_id: str, run_id: str) -> str:
+        tis = self.client.task_instances(dag_id, run_id)
+        failed = [ti for ti in tis if ti.get("state") == "failed"]
+        others = [f"{ti['task_id']}[{ti['map_index']}]={ti.get('state')}" for ti in tis if ti not in failed]
+        message = f"Airflow DAG run {run_id} failed"
+        if not failed:
+            return f"{message}; task states: {', '.join(others)}"
+        ti = failed[0]
+        where = ti["task_id"] + (f"[{ti['map_index']}]" if ti["map_index"] >= 0 else "")
+        try:
+            log = self.client.task_log(dag_id, run_id, ti["task_id"], max(ti.get("try_number") or 1, 1),
+                                       ti["map_index"])
+        except AirflowError as exc:
+            log = f"(log not readable: {exc})"
+        tail = "\n".join(log.splitlines()[-40:])
+        return f"{message}: task {where} failed. Its log ends:\n{tail}"
+
+
+def _limit(run: Run, default_s: float) -> float:
+    remaining = run.remaining_s()
+    return default_s if remaining is None else min(default_s, remaining)

@@ -1,0 +1,229 @@
+"""Kubeflow Pipelines: ``kubeflow-local`` runs the workload's KFP pipeline with
+kfp.local's SubprocessRunner (one Python process per task, in this venv);
+``kubeflow`` compiles it to IR YAML and submits it to a KFP endpoint."""
+from __future__ import annotations
+
+import contextlib
+import datetime
+import json
+import os
+import threading
+import time
+from pathlib import Path
+
+import psutil
+
+from ..events import read_events
+from .base import Architecture, RunFailed, RunTimeout, Unavailable, tail
+from .pipeline_task import to_param
+
+#: How long to keep killing the tasks of a timed-out run before giving up on it.
+STOP_GRACE_S = 30.0
+
+
+def kfp_versions() -> dict[str, str]:
+    import kfp
+
+    return {"kfp": kfp.__version__}
+
+
+class _Pipelines:
+    """The KFP pipeline of each workload, built once per session."""
+
+    def __init__(self, image: str | None = None):
+        self.image = image
+        self._built: dict = {}
+
+    def get(self, workload):
+        from ..workload import WorkloadError
+        from .kfp_pipeline import build_pipeline
+
+        if workload.name not in self._built:
+            try:
+                self._built[workload.name] = build_pipeline(workload, self.image)
+            except WorkloadError as exc:
+                raise RunFailed(str(exc)) from exc
+        return self._built[workload.name]
+
+
+class KubeflowLocal(Architecture):
+    name = "kubeflow-local"
+
+    def open(self, session_dir):
+        self._pipelines = _Pipelines()
+
+    def versions(self):
+        return kfp_versions()
+
+    def run(self, workload, run):
+        from kfp import local
+
+        pipeline = self._pipelines.get(workload)
+        root = run.dir / "kfp"
+        # no venv per task and, with packages_to_install=[], no pip install in it
+        local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root), raise_on_error=True)
+        log = run.dir / "kfp-local.log"
+        run.logs.append(log)
+        arguments = {"spec": to_param(run.spec.__dict__), "env": to_param(run.env)}
+        error = run_in_thread(lambda: pipeline(**arguments), run, stop=lambda: kill_tasks(root), log=log)
+        if error is not None:
+            raise RunFailed(failure_message(run, error, log)) from error
+
+
+def run_in_thread(fn, run, stop, log: Path) -> BaseException | None:
+    """Call ``fn`` in a thread (kfp.local blocks with no deadline of its own),
+    its printed output going to ``log``; return what it raised. On timeout or
+    interruption, ``stop()`` the tasks until the thread ends."""
+    outcome: dict = {}
+
+    def target():
+        try:
+            fn()
+        except BaseException as exc:  # handed to the caller
+            outcome["error"] = exc
+
+    with open(log, "a") as out, contextlib.redirect_stdout(out):
+        thread = threading.Thread(target=target, name=f"mlpbench-{run.spec.run_id}", daemon=True)
+        thread.start()
+        try:
+            thread.join(run.remaining_s())
+            if thread.is_alive():
+                stop_until_done(thread, stop)
+                raise RunTimeout(f"run exceeded --mlpbench-timeout={run.timeout_s:g}s; killed its KFP tasks")
+        except BaseException:
+            stop_until_done(thread, stop)
+            raise
+    return outcome.get("error")
+
+
+def stop_until_done(thread: threading.Thread, stop) -> None:
+    """kfp.local starts the next task when one dies, so keep stopping them."""
+    deadline = time.monotonic() + STOP_GRACE_S
+    while thread.is_alive() and time.monotonic() < deadline:
+        stop()
+        thread.join(0.1)
+
+
+def kill_tasks(pipeline_root: Path) -> None:
+    """Kill this process's task processes of one run: kfp.local starts them
+    with plain Popen, and their command lines name the run's pipeline root."""
+    marker = str(pipeline_root)
+    for proc in psutil.Process().children(recursive=True):
+        try:
+            if any(marker in part for part in proc.cmdline()):
+                for victim in proc.children(recursive=True) + [proc]:
+                    victim.kill()
+        except psutil.Error:
+            pass
+
+
+def failure_message(run, error: BaseException, log: Path) -> str:
+    failed = [e for e in read_events(run.spec.events, run.spec.run_id) if e.get("outcome") == "failed"]
+    lines = [f"kfp.local: {error}"]
+    lines += [f"step {e['step']!r}" + ("" if e.get("index") is None else f"[{e['index']}]") + f": {e.get('error')}"
+              for e in failed]
+    return "\n".join(lines) + f"\n{tail(log)}"
+
+
+class KubeflowRemote(Architecture):
+    """Submits to the KFP API at ``--mlpbench-kubeflow-host``. The tasks run in
+    ``--mlpbench-kubeflow-image`` (with pytest-mlpbench and the workloads
+    installed); the artifacts directory must be one all pods share."""
+
+    name = "kubeflow"
+
+    def check(self):
+        missing = [flag for flag, value in (
+            ("--mlpbench-kubeflow-host=URL (or $KF_PIPELINES_ENDPOINT)", self.host),
+            ("--mlpbench-kubeflow-image=IMAGE (with pytest-mlpbench and the workloads installed)",
+             self.options.get("kubeflow_image")),
+            ("--mlpbench-kubeflow-artifacts=DIR (a volume every task pod mounts)",
+             self.options.get("kubeflow_artifacts")),
+        ) if not value]
+        if missing:
+            raise Unavailable("kubeflow: no KFP endpoint configured; set " + ", ".join(missing))
+        if not self.host.startswith(("http://", "https://")):
+            raise Unavailable(f"kubeflow: --mlpbench-kubeflow-host={self.host!r} is not an http(s) URL")
+
+    @property
+    def host(self) -> str | None:
+        return self.options.get("kubeflow_host") or os.environ.get("KF_PIPELINES_ENDPOINT")
+
+    def open(self, session_dir):
+        import kfp
+
+        self._pipelines = _Pipelines(self.options.kubeflow_image)
+        self.client = kfp.Client(host=self.host, namespace=self.options.get("kubeflow_namespace") or "kubeflow")
+        try:
+            self.client._healthz_api.healthz_service_get_healthz(_request_timeout=REQUEST_TIMEOUT_S)
+        except Exception as exc:
+            raise Unavailable(f"kubeflow: KFP endpoint {self.host} does not answer: {exc}") from exc
+
+    def versions(self):
+        return kfp_versions()
+
+    def run(self, workload, run):
+        from .kfp_pipeline import compile_pipeline
+
+        package = compile_pipeline(self._pipelines.get(workload), run.dir / "pipeline.yaml")
+        spec, env = remote_spec(run, self.options.kubeflow_artifacts)
+        result = self.client.create_run_from_pipeline_package(
+            str(package), arguments={"spec": to_param(spec), "env": to_param(env)}, run_name=run.spec.run_id,
+            experiment_name=self.options.get("kubeflow_experiment") or "mlpbench", enable_caching=False)
+        detail = self._wait(result.run_id, run)
+        record_task_details(detail, workload, run)
+        if str(detail.state).upper() != "SUCCEEDED":
+            raise RunFailed(f"KFP run {result.run_id} ended {detail.state}: {getattr(detail, 'error', None)}")
+
+    def _wait(self, run_id: str, run):
+        poll_s = self.options.get("remote_poll") or 2.0
+        while True:
+            detail = self.client._run_api.run_service_get_run(run_id=run_id, _request_timeout=REQUEST_TIMEOUT_S)
+            if str(detail.state).upper() in FINISHED:
+                return detail
+            remaining = run.remaining_s()
+            if remaining == 0:
+                self.client.terminate_run(run_id)
+                raise RunTimeout(f"run exceeded --mlpbench-timeout={run.timeout_s:g}s; terminated KFP run {run_id}")
+            time.sleep(poll_s if remaining is None else min(poll_s, remaining))
+
+
+REQUEST_TIMEOUT_S = 30
+FINISHED = {"SUCCEEDED", "FAILED", "SKIPPED", "CANCELED", "CANCELLED"}
+
+
+def remote_spec(run, artifacts: str) -> tuple[dict, dict]:
+    """The run spec and environment as a pod sees them: artifacts under the
+    shared directory, events in the pod (they cannot reach this machine)."""
+    spec = dict(run.spec.__dict__)
+    spec["artifacts"] = f"{artifacts.rstrip('/')}/{run.spec.run_id}"
+    spec["events"] = "/tmp/mlpbench-events.jsonl"
+    env = {"MLPBENCH_EVENTS": spec["events"]}
+    if run.spec.traceparent:
+        env["TRACEPARENT"] = run.spec.traceparent
+    return spec, env
+
+
+def _ns(value) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = datetime.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    return int(value.timestamp() * 1e9)
+
+
+def record_task_details(detail, workload, run) -> None:
+    """Per-task create/start/end from the run's task details (KFP v2 API)."""
+    steps = {s.name for s in workload.steps}
+    tasks = getattr(getattr(detail, "run_details", None), "task_details", None) or []
+    counters: dict = {}
+    # the API does not say which iteration a loop task ran: number them in creation order
+    for task in sorted(tasks, key=lambda t: _ns(t.create_time) or 0):
+        name = task.display_name
+        if name not in steps:
+            continue  # the root DAG and the for-loop DAGs
+        index = None
+        if workload.step(name).foreach:
+            index = counters[name] = counters.get(name, -1) + 1
+        run.add_task_info(name, index, created_ns=_ns(task.create_time), started_ns=_ns(task.start_time),
+                          finished_ns=_ns(task.end_time), kfp_task_id=task.task_id, kfp_state=str(task.state))

@@ -1,0 +1,166 @@
+"""Black-box tests of the plugin: options, markers, ids, skips, recorded fields."""
+from pathlib import Path
+
+import pytest
+
+from pytest_mlpbench.record import FIGURES
+
+REPO = Path(__file__).parents[1]
+
+
+def test_help_shows_the_option_group(bench):
+    result = bench.pytester.runpytest_subprocess("--help")
+    result.stdout.fnmatch_lines(["mlpbench: ML pipeline architecture benchmarks:", "*--mlpbench-arch=NAMES*"])
+    for flag in ("scale", "rounds", "warmup", "sample-interval", "results", "timeout", "data-dir"):
+        assert f"--mlpbench-{flag}" in result.stdout.str()
+
+
+@pytest.mark.parametrize(
+    "arg, message",
+    [
+        ("--mlpbench-arch=nope", "*unknown architecture 'nope'; valid: inprocess, subprocess*"),
+        ("--mlpbench-scale=huge", "*--mlpbench-scale='huge': valid values are smoke, small, full*"),
+        ("--mlpbench-rounds=0", "*--mlpbench-rounds='0': expected a whole number of 1 or more*"),
+        ("--mlpbench-rounds=many", "*--mlpbench-rounds='many': expected a whole number of 1 or more*"),
+        ("--mlpbench-sample-interval=-1", "*expected a number of seconds greater than 0*"),
+        ("--mlpbench-timeout=nan", "*--mlpbench-timeout='nan': expected a number of seconds greater than 0*"),
+        ("--mlpbench-data-dir=/no/such/dir", "*--mlpbench-data-dir='/no/such/dir': no such directory: /no/such/dir*"),
+    ],
+)
+def test_bad_options_are_usage_errors(bench, arg, message):
+    bench.tests()
+    result = bench.run(arg)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([message])
+    assert "Traceback" not in result.stderr.str()
+
+
+def test_ini_values_are_used_and_checked(bench):
+    bench.tests()
+    bench.pytester.makeini("[pytest]\nmlpbench_rounds = 2\nmlpbench_arch = inprocess\n")
+    result = bench.run()
+    result.assert_outcomes(passed=1)
+    assert len(bench.benchmarks()[0]["extra_info"]["mlpbench"]["rounds"]) == 2
+    bench.pytester.makeini("[pytest]\nmlpbench_scale = tiny\n")
+    result = bench.run()
+    result.stderr.fnmatch_lines(["*ini mlpbench_scale='tiny': valid values are smoke, small, full*"])
+
+
+def test_markers_are_registered_and_select(bench):
+    bench.tests(
+        """
+import pytest
+
+@pytest.mark.training
+def test_linear(mlpbench):
+    mlpbench.run("linear")
+
+@pytest.mark.inference
+def test_fanout(mlpbench):
+    mlpbench.run("fanout")
+"""
+    )
+    result = bench.run("--strict-markers", "-m", "inference", "--mlpbench-arch=inprocess", "-v")
+    result.stdout.fnmatch_lines(["*test_fanout[[]inprocess[]] PASSED*"])
+    result.assert_outcomes(passed=1, deselected=1)
+
+
+def test_ids_and_skip_reasons(bench):
+    bench.tests()
+    result = bench.run("--mlpbench-arch=inprocess,missing", "-rs", "-v")
+    result.stdout.fnmatch_lines(
+        ["*test_linear[[]inprocess[]] PASSED*", "*test_linear[[]missing[]] SKIPPED*", "*missing: set MISSING_ENDPOINT*"]
+    )
+
+
+def test_missing_sdk_skips_with_install_hint(bench):
+    bench.pytester.makeconftest(
+        "def pytest_mlpbench_register(registry):\n"
+        "    from fakes import LINEAR\n"
+        "    registry.add_workload(LINEAR)\n"
+        "    registry.add_architecture('ghost', 'no_such_sdk.arch:Ghost', 'pip install ghost-sdk')\n"
+    )
+    bench.tests()
+    result = bench.run("--mlpbench-arch=ghost", "-rs")
+    result.assert_outcomes(skipped=1)
+    result.stdout.fnmatch_lines(["*ghost: cannot import no_such_sdk.arch*pip install ghost-sdk*"])
+
+
+def test_benchmark_json_holds_the_run_records(bench):
+    bench.tests()
+    result = bench.run("--mlpbench-arch=inprocess,subprocess", "--mlpbench-rounds=2", "--mlpbench-scale=smoke")
+    result.assert_outcomes(passed=2)
+    result.stdout.fnmatch_lines(["*mlpbench: medians per architecture*", "architecture*overhead (s)*"])
+    by_arch = {b["params"]["mlpbench_arch"]: b for b in bench.benchmarks()}
+    assert set(by_arch) == {"inprocess", "subprocess"}
+    info = by_arch["subprocess"]["extra_info"]["mlpbench"]
+    assert info["workload"] == "linear" and info["scale"] == "smoke"
+    assert len(info["rounds"]) == 2 and by_arch["subprocess"]["stats"]["rounds"] == 2
+    for name in FIGURES:
+        assert name in info["median"]
+    first = info["rounds"][0]
+    assert [s["step"] for s in first["steps"]] == ["begin", "middle", "end"]
+    assert set(first["gaps"]) == {"begin->middle", "middle->end", "begin->end"}
+    assert first["value"] == 7  # the workload's own metric, from the last step
+    assert first["processes"] >= 3  # one fresh process per step
+    machine = bench.pytester.path.joinpath("bench.json").read_text()
+    assert '"psutil"' in machine and '"torch"' in machine
+
+
+def test_results_directory(bench):
+    bench.tests()
+    bench.run("--mlpbench-arch=inprocess", "--mlpbench-rounds=2", "--mlpbench-results=out")
+    out = bench.path / "out"
+    assert len((out / "runs.jsonl").read_text().splitlines()) == 2
+    assert (out / "runs.csv").read_text().startswith("run_id,architecture,workload,scale,round")
+    assert "| inprocess | linear |" in (out / "summary.md").read_text()
+    assert "begin" in (out / "steps.csv").read_text()
+    assert len(list((out / "series").glob("*.csv"))) == 2
+
+
+def test_failed_run_is_recorded_and_fails_the_test(bench):
+    bench.tests(
+        """
+def test_failing(mlpbench):
+    mlpbench.run("failing")
+"""
+    )
+    result = bench.run("--mlpbench-arch=inprocess,subprocess")
+    result.assert_outcomes(failed=2)
+    result.stdout.fnmatch_lines(["*this step fails on purpose*"])
+    runs = bench.runs()
+    assert [r["outcome"] for r in runs] == ["failed", "failed"]
+    assert all(r["steps"][0]["step"] == "begin" and r["steps"][-1]["outcome"] == "failed" for r in runs)
+    assert "## Failed runs" in (bench.path / "results" / "summary.md").read_text()
+
+
+def test_timeout_kills_the_run_and_records_it(bench):
+    bench.pytester.makepyfile(
+        slow="""
+import time
+
+from pytest_mlpbench import Step, Workload
+
+def sleep(ctx):
+    time.sleep(30)
+    return {}
+
+SLOW = Workload("slow", "slow:SLOW", (Step("sleep", sleep),), {s: {} for s in ("smoke", "small", "full")})
+"""
+    )
+    bench.pytester.makeconftest(
+        "from slow import SLOW\ndef pytest_mlpbench_register(registry):\n    registry.add_workload(SLOW)\n"
+    )
+    bench.tests("def test_slow(mlpbench):\n    mlpbench.run('slow')\n")
+    result = bench.run("--mlpbench-arch=subprocess", "--mlpbench-timeout=1")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*timeout: run exceeded --mlpbench-timeout=1s*"])
+    (run,) = bench.runs()
+    assert run["outcome"] == "timeout" and 1 <= run["wall_s"] < 10
+
+
+def test_registered_workloads_run_in_the_workloads_suite(bench):
+    bench.tests((REPO / "benchmarks" / "test_workloads.py").read_text(), name="test_workloads")
+    result = bench.run("--mlpbench-arch=inprocess", "-m", "inference", "-v")
+    result.stdout.fnmatch_lines(["*test_workload[[]fanout-inprocess[]] PASSED*"])
+    result.assert_outcomes(passed=1, deselected=4)  # linear, failing, memory, cpu: training
