@@ -152,7 +152,7 @@ def resolve(files: list[Path], ref: str) -> int:
                    if ref in (f.stem, f.stem.split("_", 1)[1]) or f.stem.startswith(ref) or f.name == ref]
     if not matches:
         known = ", ".join(f.stem for f in files[-5:]) or "none"
-        raise GateError(f"--mlpbench-baseline={ref!r} matches no saved run (latest: {known})")
+        raise GateError(f"run {ref!r} matches no saved run (latest: {known})")
     return matches[-1]
 
 
@@ -319,7 +319,11 @@ def fmt(metric: str, value: float | None) -> str:
     if value is None:
         return "-"
     if metric.endswith("_bytes"):
-        return f"{value / 2**20:.1f} MiB"
+        for unit in ("B", "KiB", "MiB"):
+            if abs(value) < 1024:
+                return f"{value:.4g} {unit}"
+            value /= 1024
+        return f"{value:.4g} GiB"
     if metric.endswith("_s"):
         return f"{value:.4g} s"
     return f"{value:.4g}"

@@ -46,13 +46,13 @@ class GatePlugin:
             directory = getattr(bench.storage, "path", None) or storage_dir(self.config.getoption("benchmark_storage"))
             self.history = History.load(directory / bench.machine_id, self.settings.baseline, self.settings.history)
         except GateError as exc:
-            raise pytest.UsageError(f"mlpbench gates: {exc}") from None
+            raise pytest.UsageError(f"mlpbench gates (--benchmark-storage, --mlpbench-baseline): {exc}") from None
 
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
         if self.history is None:
             return
         current = {b.fullname: {"extra_info": b.extra_info} for b in self.config._benchmarksession.benchmarks
-                   if not b.has_error and not b.skipped}
+                   if not b.has_error}
         self.verdicts = evaluate(current, self.history, self.gates_for, self.settings.alpha)
         ran = [v for v in self.verdicts if v.status != "missing"]
         for metric in sorted({v.gate.metric for v in self.verdicts} - {v.gate.metric for v in ran}):
@@ -63,6 +63,7 @@ class GatePlugin:
         if self.problems and session.exitstatus in (pytest.ExitCode.OK, pytest.ExitCode.NO_TESTS_COLLECTED):
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
+    @pytest.hookimpl(trylast=True)  # last, so the verdicts are next to pytest's exit line
     def pytest_terminal_summary(self, terminalreporter) -> None:
         if self.history is None:
             return

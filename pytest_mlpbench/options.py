@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 import os
-import re
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -62,7 +61,8 @@ def existing_dir(text: str) -> str:
 def _airflow_db(text: str) -> str | None:
     if text == "sqlite":
         return None
-    if not re.match(r"^postgresql(\+\w+)?://\S+$", text):
+    scheme, sep, rest = text.partition("://")
+    if scheme.split("+")[0] != "postgresql" or not sep or not rest or " " in text:
         raise ValueError("expected 'sqlite' or postgresql://USER:PASSWORD@HOST:PORT/DATABASE")
     return text
 
@@ -146,6 +146,13 @@ OPTIONS = [
            positive_float, 2.0, "SECONDS"),
     # -- dvc and mlflow options --
     # -- captioning and report options --
+    Option("caption_model", "Local Hugging Face image-to-text checkpoint directory for the captioning "
+           "workload, used instead of the default captioner; needs 'transformers', nothing is downloaded "
+           "(default: the project's small CNN+GRU captioner).", existing_dir, None, "DIR"),
+    Option("caption_images", "Images the captioning workload captions (default: by scale, "
+           "64 / 1000 / 10000 for smoke / small / full).", positive_int, None, "N"),
+    Option("caption_shards", "Shards the captioning workload fans out over, one task each (default: by "
+           "scale, 2 / 4 / 8).", positive_int, None, "N"),
     # -- gate options --
     Option("fail", "Regression gate METRIC:STAT:THRESHOLD on any figure of the run record, repeatable, e.g. "
            "overhead_s:median:+20%, peak_rss_bytes:max:+50, accuracy:min:-0.01 (STAT: min, median, mean, max; "

@@ -4,7 +4,7 @@ from __future__ import annotations
 from .architectures import BUILTIN, Entry
 from .workload import Workload, WorkloadError, load_workload
 
-BUILTIN_WORKLOADS = ["workloads.training:WORKLOAD"]
+BUILTIN_WORKLOADS = ["workloads.training:WORKLOAD", "workloads.captioning:WORKLOAD"]
 
 
 class Registry:

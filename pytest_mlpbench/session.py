@@ -81,7 +81,7 @@ class BenchSession:
             run_id=run_id,
             artifacts=str(run_dir / "artifacts"),
             events=str(run_dir / "events.jsonl"),
-            params={"data_dir": self.settings.data_dir, **params},
+            params={"data_dir": self.settings.data_dir, **option_params(self.settings, workload), **params},
         )
         run = Run(spec=spec, workload=workload, dir=run_dir, timeout_s=self.settings.timeout)
         outcome, error = "passed", None
@@ -129,6 +129,20 @@ class BenchSession:
         if self._session_dir:
             shutil.rmtree(self._session_dir, ignore_errors=True)
             self._session_dir = None
+
+
+#: Options that set a workload's scale parameter: option -> (workload, parameter).
+OPTION_PARAMS = {
+    "caption_model": ("captioning", "model"),
+    "caption_images": ("captioning", "images"),
+    "caption_shards": ("captioning", "shards"),
+}
+
+
+def option_params(settings: Settings, workload: Workload) -> dict:
+    """The scale parameters of ``workload`` that options set; unset ones keep the scale's value."""
+    return {param: settings.get(option) for option, (name, param) in OPTION_PARAMS.items()
+            if name == workload.name and settings.get(option) is not None}
 
 
 class _sigterm_as_interrupt:

@@ -164,3 +164,15 @@ def test_registered_workloads_run_in_the_workloads_suite(bench):
     result = bench.run("--mlpbench-arch=inprocess", "-m", "inference", "-v")
     result.stdout.fnmatch_lines(["*test_workload[[]fanout-inprocess[]] PASSED*"])
     result.assert_outcomes(passed=1, deselected=4)  # linear, failing, memory, cpu: training
+
+
+def test_readme_extension_example_works(pytester):
+    readme = (REPO / "README.md").read_text()
+    example = readme.split("```python\n", 1)[1].split("```", 1)[0]
+    pytester.makeconftest(example)
+    pytester.makepyfile(test_workloads=(REPO / "benchmarks" / "test_workloads.py").read_text())
+    result = pytester.runpytest_subprocess(
+        "-p", "no:cacheprovider", "-m", "training", "--mlpbench-arch=subprocess,my-runner",
+        "--mlpbench-rounds=1", "--mlpbench-warmup=0", "-v",
+    )
+    result.stdout.fnmatch_lines(["*test_workload[[]mine-subprocess[]] PASSED*", "*test_workload[[]mine-my-runner[]] PASSED*"])

@@ -7,6 +7,7 @@ import contextlib
 import datetime
 import json
 import os
+import re
 import threading
 import time
 from pathlib import Path
@@ -17,6 +18,7 @@ from ..events import read_events
 from .base import Architecture, RunFailed, RunTimeout, Unavailable, tail
 from .pipeline_task import to_param
 
+ANSI = re.compile(r"\x1b\[[0-9;]*m")  # kfp.local colours its messages
 #: How long to keep killing the tasks of a timed-out run before giving up on it.
 STOP_GRACE_S = 30.0
 
@@ -122,7 +124,7 @@ def failure_message(run, error: BaseException, log: Path) -> str:
     lines = [f"kfp.local: {error}"]
     lines += [f"step {e['step']!r}" + ("" if e.get("index") is None else f"[{e['index']}]") + f": {e.get('error')}"
               for e in failed]
-    return "\n".join(lines) + f"\n{tail(log)}"
+    return ANSI.sub("", "\n".join(lines) + f"\n{tail(log)}")
 
 
 class KubeflowRemote(Architecture):

@@ -1,7 +1,8 @@
 """The default captioner: a small CNN encoder and a GRU decoder.
 
 The encoder keeps a coarse spatial map (4x4) so the decoder can tell left
-from right; its features set the GRU's first hidden state. Captions are
+from right; its features set the GRU's first hidden state and are fed to it at every
+step beside the previous word. Captions are
 decoded greedily, one word at a time.
 """
 from __future__ import annotations
@@ -38,28 +39,34 @@ class Captioner(nn.Module):
     def __init__(self, vocab_size: int, hidden: int = 128, embed: int = 32):
         super().__init__()
         self.encoder = nn.Sequential(
-            nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(32, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(3, 16, 3, padding=1), nn.GroupNorm(4, 16), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(16, 32, 3, padding=1), nn.GroupNorm(4, 32), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(32, 32, 3, padding=1), nn.GroupNorm(4, 32), nn.ReLU(), nn.MaxPool2d(2),
             nn.Flatten(), nn.Linear(32 * 4 * 4, hidden), nn.Tanh(),
         )
         self.embed = nn.Embedding(vocab_size, embed)
-        self.gru = nn.GRU(embed, hidden, batch_first=True)
+        self.gru = nn.GRU(embed + hidden, hidden, batch_first=True)
         self.out = nn.Linear(hidden, vocab_size)
 
     def forward(self, images: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
         """Logits of the next word at every position of ``tokens`` (teacher forcing)."""
-        state = self.encoder(images).unsqueeze(0)
-        hidden, _ = self.gru(self.embed(tokens), state)
+        features = self.encoder(images)
+        hidden, _ = self.gru(self._inputs(tokens, features), features.unsqueeze(0))
         return self.out(hidden)
+
+    def _inputs(self, tokens: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
+        """Every step sees the image features beside the previous word."""
+        words = self.embed(tokens)
+        return torch.cat([words, features.unsqueeze(1).expand(-1, words.shape[1], -1)], dim=-1)
 
     @torch.no_grad()
     def generate(self, images: torch.Tensor, bos: int, length: int) -> torch.Tensor:
-        state = self.encoder(images).unsqueeze(0)
+        features = self.encoder(images)
+        state = features.unsqueeze(0)
         word = torch.full((len(images), 1), bos, dtype=torch.long)
         words = []
         for _ in range(length):
-            hidden, state = self.gru(self.embed(word), state)
+            hidden, state = self.gru(self._inputs(word, features), state)
             word = self.out(hidden).argmax(-1)
             words.append(word)
         return torch.cat(words, dim=1)

@@ -25,7 +25,7 @@ from .model import BOS, Captioner, Vocabulary, to_tensor
 
 HERE = Path(__file__).parent
 SHIPPED = HERE / "captioner.pt"
-CONFIG = {"scenes": 6000, "seed": 1234, "epochs": 12, "batch_size": 64, "lr": 3e-3, "length": 12}
+CONFIG = {"scenes": 6000, "seed": 1234, "epochs": 6, "batch_size": 64, "lr": 6e-3, "length": 12}
 
 
 def fingerprint(config: dict = CONFIG) -> str:
@@ -48,6 +48,8 @@ def train(config: dict = CONFIG) -> dict:
         tokens = torch.tensor([vocab.encode(c, config["length"]) for c in captions])
         net = Captioner(len(vocab.words))
         optimizer = torch.optim.Adam(net.parameters(), lr=config["lr"])
+        batches = -(-len(x) // config["batch_size"])
+        schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, config["lr"], total_steps=config["epochs"] * batches)
         loss_fn = torch.nn.CrossEntropyLoss(ignore_index=vocab.index["<pad>"])
         generator = torch.Generator().manual_seed(config["seed"])
         for _ in range(config["epochs"]):
@@ -59,6 +61,7 @@ def train(config: dict = CONFIG) -> dict:
                 optimizer.zero_grad()
                 loss.backward()
                 optimizer.step()
+                schedule.step()
     finally:
         torch.set_num_threads(threads)
     return {"fingerprint": fingerprint(config), "config": config, "words": list(scenes.WORDS),

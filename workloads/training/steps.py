@@ -16,6 +16,7 @@ def prepare(ctx) -> dict:
         train_x, train_y = data.generate(p["train_images"], p["seed"], split_seed=1)
         test_x, test_y = data.generate(p["test_images"], p["seed"], split_seed=2)
     train_path, test_path = ctx.artifacts / "train.npz", ctx.artifacts / "test.npz"
+    ctx.metric("train_images", len(train_x))
     np.savez(train_path, x=train_x, y=train_y)
     np.savez(test_path, x=test_x, y=test_y)
     return {"train_data": str(train_path), "test_data": str(test_path)}

@@ -31,7 +31,7 @@ def mlpbench_step(step, upstream, feeds=None, item=None):
 
 
 @dag(dag_id={dag_id!r}, schedule=None, catchup=False, is_paused_upon_creation=False,
-     max_active_runs={max_active_runs}, tags=["mlpbench"], render_template_as_native_obj=False)
+     max_active_runs={max_active_runs}, tags=["mlpbench"])
 def pipeline():
 {body}
 
@@ -78,3 +78,7 @@ def local_dag(workload: Workload, max_active_runs: int = 4) -> str:
             lines.append(f"    {var[step.name]} = {call}({args})")
     return _LOCAL.format(name=workload.name, ref=workload.ref, dag_id=dag_id(workload),
                          max_active_runs=max_active_runs, body="\n".join(lines))
+
+
+def kubernetes_dag(workload: Workload, *, context: str, namespace: str, image: str, volume: str) -> str:
+    raise NotImplementedError

@@ -1,0 +1,289 @@
+"""Regression gates: expressions, the decision, saved histories, and whole
+sessions that gate against the runs earlier sessions saved."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pytest_mlpbench.gates import GateError, History, decide, load_run, parse_gate
+
+TESTS = Path(__file__).parent
+
+# An architecture that adds, on request of the environment, a real delay per
+# run, real memory held during the run, or a scripted delay per round.
+CONFTEST = '''
+import os, time
+from fakes import LINEAR
+from pytest_mlpbench.architectures.inprocess import InProcess
+
+
+class Injected(InProcess):
+    name = "injected"
+    rounds = 0
+
+    def run(self, workload, run):
+        delays = [float(d) for d in os.environ.get("INJECT_DELAYS", "0").split(",")]
+        time.sleep(delays[self.rounds % len(delays)])
+        self.rounds += 1
+        hog = bytearray(b"x") * (int(os.environ.get("INJECT_MB", "0")) << 20)
+        super().run(workload, run)
+        del hog
+
+
+def pytest_mlpbench_register(registry):
+    registry.add_workload(LINEAR)
+    registry.add_architecture("injected", Injected)
+'''
+
+TEST_FILE = '''
+import pytest
+
+
+@pytest.mark.mlpbench_fail("overhead_s:median:+0.1")
+def test_linear(mlpbench):
+    mlpbench.run("linear")
+'''
+
+INI = "[pytest]\nmlpbench_fail =\n    peak_rss_bytes:max:+30%\n    value:min:-1%\n"
+
+
+# -- expressions ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("text, sign, limit, relative", [
+    ("overhead_s:median:+20%", 1, 20.0, True),
+    ("peak_rss_bytes:max:+0.5", 1, 0.5, False),
+    ("accuracy:min:-2%", -1, 2.0, True),
+    ("accuracy:mean:-0.01", -1, 0.01, False),
+])
+def test_gate_expressions(text, sign, limit, relative):
+    gate = parse_gate(text)
+    assert (gate.sign, gate.limit, gate.relative, gate.text) == (sign, limit, relative, text)
+
+
+@pytest.mark.parametrize("text, names", [
+    ("overhead_s:median", "is not METRIC:STAT:THRESHOLD"),
+    ("overhead_s:avg:+10%", "STAT 'avg' is not one of min, median, mean, max"),
+    ("overhead_s:median:10%", "THRESHOLD '10%' must be a signed number"),
+    ("overhead_s:median:+ten", "THRESHOLD '+ten'"),
+    ("9lives:median:+1", "METRIC '9lives' is not a figure name; figures: wall_s, startup_s"),
+])
+def test_bad_expressions_name_the_bad_part(text, names):
+    with pytest.raises(GateError, match=names.replace("(", r"\(").replace("+", r"\+")):
+        parse_gate(text)
+
+
+# -- the decision ----------------------------------------------------------------
+
+
+def test_a_clear_shift_fails_with_its_p_value():
+    verdict = decide("b", parse_gate("overhead_s:median:+10%"), [1.0, 1.1, 0.9, 1.05], [1.5, 1.6, 1.4, 1.55], 0.05)
+    assert verdict.status == "FAIL" and verdict.p_value == pytest.approx(1 / 70)
+    assert "overhead_s median 1.025 s -> 1.525 s, +48.8% (+0.5 s), beyond +10% (p=0.0143)" in verdict.message()
+
+
+def test_lower_is_worse_gates_fail_on_a_drop_only():
+    gate = parse_gate("accuracy:min:-0.01")
+    assert decide("b", gate, [0.9] * 4, [0.8, 0.81, 0.82, 0.8], 0.05).status == "FAIL"
+    assert decide("b", gate, [0.9] * 4, [0.99, 0.98, 0.97, 0.99], 0.05).status == "ok"
+
+
+def test_too_few_rounds_falls_back_to_the_plain_threshold_and_says_so():
+    gate = parse_gate("cpu_s:mean:+0.5")
+    verdict = decide("b", gate, [1.0, 1.0], [2.0, 2.1], 0.05)
+    assert verdict.status == "FAIL" and verdict.p_value is None
+    assert "too few rounds for a rank test (2 now, 2 baseline: the smallest possible p is 0.167" in verdict.note
+    assert decide("b", gate, [1.0, 1.0], [1.2, 1.3], 0.05).status == "ok"
+
+
+def test_a_shift_inside_the_threshold_passes_even_when_significant():
+    verdict = decide("b", parse_gate("wall_s:median:+50%"), [1.0, 1.01, 1.02], [1.2, 1.21, 1.22], 0.05)
+    assert verdict.status == "ok" and verdict.p_value == pytest.approx(0.05)
+
+
+def test_no_baseline_passes_and_says_how_to_save_one():
+    verdict = decide("b", parse_gate("wall_s:median:+5%"), [], [1.0, 1.1], 0.05)
+    assert verdict.status == "new" and "--benchmark-autosave" in verdict.note
+
+
+def test_noise_does_not_fail_but_a_real_regression_does():
+    """Repeated trials: both samples drawn from one noisy distribution (20% spread,
+    5 rounds each) against a +10% gate; then with a real +50% shift."""
+    rng = np.random.default_rng(7)
+    gate = parse_gate("overhead_s:median:+10%")
+    trials = 400
+
+    def failures(shift):
+        verdicts = [decide("b", gate, list(rng.lognormal(0, 0.2, 5)), list(rng.lognormal(0, 0.2, 5) * shift), 0.05)
+                    for _ in range(trials)]
+        plain = sum(v.now > v.baseline * 1.1 for v in verdicts)
+        return sum(v.failed for v in verdicts) / trials, plain / trials
+
+    gated, plain = failures(1.0)
+    assert plain > 0.2  # a plain +10% threshold fails CI on noise alone this often
+    assert gated <= 0.05  # the rank test keeps false alarms at alpha or below
+    gated, _ = failures(1.5)
+    assert gated > 0.6
+
+
+# -- saved histories ---------------------------------------------------------------
+
+
+def saved(directory: Path, number: int, values: list[float], name="unversioned", scale="smoke"):
+    rounds = [{"run_id": f"r{i}", "outcome": "passed", "wall_s": v} for i, v in enumerate(values)]
+    bench = {"fullname": "t.py::t[a]", "extra_info": {"mlpbench": {"scale": scale, "rounds": rounds}}}
+    path = directory / f"{number:04d}_{name}.json"
+    path.write_text(json.dumps({"benchmarks": [bench]}))
+    return path
+
+
+def test_history_picks_runs_by_number_name_or_path_and_pools_n(tmp_path):
+    saved(tmp_path, 1, [1.0], "main")
+    saved(tmp_path, 2, [2.0], scale="small")
+    third = saved(tmp_path, 3, [3.0])
+    saved(tmp_path, 4, [4.0])
+    assert History.load(tmp_path).rounds("t.py::t[a]", "smoke")[0][0]["wall_s"] == 4.0
+    assert History.load(tmp_path, "3").rounds("t.py::t[a]", "smoke")[0][0]["wall_s"] == 3.0
+    assert History.load(tmp_path, str(third)).rounds("t.py::t[a]", "smoke")[0][0]["wall_s"] == 3.0
+    assert History.load(tmp_path, "main").rounds("t.py::t[a]", "smoke")[0][0]["wall_s"] == 1.0
+    pooled, used = History.load(tmp_path, history=3).rounds("t.py::t[a]", "smoke")
+    assert [r["wall_s"] for r in pooled] == [1.0, 3.0, 4.0]  # the run at another scale is left out
+    with pytest.raises(GateError, match="run 'nope' matches no saved run"):
+        History.load(tmp_path, "nope")
+
+
+@pytest.mark.parametrize("content, message", [
+    ("{not json", "not readable as JSON"),
+    ('{"rows": [1, 2]}', "not a pytest-benchmark result file"),
+    ('[1, 2]', "not a pytest-benchmark result file"),
+])
+def test_corrupt_or_foreign_files_are_named(tmp_path, content, message):
+    bad = tmp_path / "0001_bad.json"
+    bad.write_text(content)
+    with pytest.raises(GateError, match=f"{bad}: {message}"):
+        load_run(bad)
+
+
+# -- whole sessions ----------------------------------------------------------------
+
+
+class Project:
+    def __init__(self, pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch):
+        self.pytester = pytester
+        self.monkeypatch = monkeypatch
+        pytester.makeconftest(CONFTEST)
+        pytester.makepyfile(test_linear=TEST_FILE)
+        pytester.makeini(INI)
+
+    def run(self, *args: str, delays="0", mb=0, save=True) -> pytest.RunResult:
+        self.monkeypatch.setenv("INJECT_DELAYS", delays)
+        self.monkeypatch.setenv("INJECT_MB", str(mb))
+        return self.pytester.runpytest_subprocess(
+            "-p", "no:cacheprovider", "--mlpbench-arch=injected", "--mlpbench-scale=smoke", "--mlpbench-warmup=0",
+            "--mlpbench-rounds=4", *(["--benchmark-autosave"] if save else []), *args)
+
+    def compare(self, *args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "pytest_mlpbench", "compare", *args],
+                              cwd=self.pytester.path, capture_output=True, text=True, timeout=60)
+
+
+@pytest.fixture
+def project(pytester, monkeypatch):
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(TESTS), os.environ.get("PYTHONPATH")])))
+    return Project(pytester, monkeypatch)
+
+
+def test_first_run_has_no_baseline_and_passes_then_an_unchanged_run_passes(project):
+    first = project.run()
+    assert first.ret == 0
+    first.stdout.fnmatch_lines(["*no baseline yet; this run can be saved with --benchmark-autosave*",
+                                "*test_linear.py::test_linear[[]injected[]]*overhead_s*median*+0.1*new (passes)*"])
+    again = project.run()
+    assert again.ret == 0, again.stdout.str()
+    again.stdout.fnmatch_lines(["*mlpbench gates (baseline: 0001_*; alpha 0.05)*"])
+    rows = [line for line in again.stdout.lines if line.startswith("test_linear.py::test_linear[injected]")]
+    assert [row.split()[1] for row in rows] == ["peak_rss_bytes", "value", "overhead_s"]
+    assert all(row.rstrip().endswith(" ok") for row in rows), rows
+
+
+def test_injected_slowdown_and_extra_memory_fail_with_the_numbers(project):
+    assert project.run().ret == 0
+    slow = project.run("--mlpbench-baseline=1", delays="0.3", save=False)
+    assert slow.ret == pytest.ExitCode.TESTS_FAILED
+    slow.stdout.fnmatch_lines([
+        "*mlpbench gate: overhead_s:median:+0.1 failed: test_linear.py::test_linear[[]injected[]]: "
+        "overhead_s median 0.0* s -> 0.3* s, +*% (+0.3* s), beyond +0.1 (p=0.0143)",
+    ])
+    assert "peak_rss_bytes:max:+30% failed" not in slow.stdout.str()
+    hungry = project.run(mb=200, save=False)
+    assert hungry.ret == pytest.ExitCode.TESTS_FAILED
+    hungry.stdout.fnmatch_lines([
+        "*mlpbench gate: peak_rss_bytes:max:+30% failed: test_linear.py::test_linear[[]injected[]]: "
+        "peak_rss_bytes max * MiB -> 2* MiB, +*% (+2* MiB), beyond +30% (p=0.0143)",
+    ])
+
+
+def test_a_median_up_by_chance_does_not_fail(project):
+    """Both sessions take their rounds from the same spread of delays; this
+    session's median lands 40% higher, past a +20% threshold, but the ranks
+    mix: the rank test calls it noise and the gate passes, stating p."""
+    assert project.run(delays="0,0.04,0.2,0.24").ret == 0
+    noisy = project.run("--mlpbench-fail=wall_s:median:+20%", delays="0.02,0.16,0.18,0.26")
+    assert noisy.ret == 0, noisy.stdout.str()
+    row = next(line for line in noisy.stdout.lines if " wall_s " in line)
+    baseline, now, p = row.split()[4], row.split()[6], float(row.split()[10])
+    assert float(now) > 1.2 * float(baseline) and p > 0.3 and row.endswith(" ok")
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--mlpbench-fail=overhead_s:avg:+10%"],
+     "*--mlpbench-fail='overhead_s:avg:+10%': STAT 'avg' is not one of min, median, mean, max*"),
+    (["--mlpbench-fail=overhead_s:median:20"], "*THRESHOLD '20' must be a signed number*+10% or +0.5*"),
+    (["--mlpbench-alpha=5"], "*--mlpbench-alpha='5': must be between 0 and 1*"),
+    (["--mlpbench-baseline=7"], "*mlpbench gates*run '7' matches no saved run (latest: none)*"),
+])
+def test_bad_gate_options_are_usage_errors(project, args, message):
+    result = project.run(*args, save=False)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([message])
+    assert "Traceback" not in result.stderr.str()
+
+
+def test_bad_marker_names_the_benchmark(project):
+    project.pytester.makepyfile(test_linear=TEST_FILE.replace("+0.1", "+0.1s"))
+    result = project.run(save=False)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*test_linear.py::test_linear[[]injected[]]: mlpbench_fail marker: THRESHOLD '+0.1s'*"])
+
+
+@pytest.mark.parametrize("content, message", [
+    ("{truncated", "not readable as JSON"), ('{"some": "other tool"}', "not a pytest-benchmark result file")])
+def test_corrupt_or_foreign_storage_files_are_named_before_running(project, content, message):
+    from pytest_benchmark.utils import get_machine_id
+
+    machine = project.pytester.path / ".benchmarks" / get_machine_id()
+    machine.mkdir(parents=True)
+    (machine / "0001_x.json").write_text(content)
+    result = project.run(save=False)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([f"*{machine / '0001_x.json'}: {message}*"])
+    assert "Traceback" not in result.stderr.str() and "passed" not in result.stdout.str()
+
+
+def test_compare_prints_the_table_for_saved_runs(project):
+    assert project.run().ret == 0
+    assert project.run(mb=100).ret == 1
+    table = project.compare()
+    assert table.returncode == 0, table.stderr
+    assert "baseline: 0001_" in table.stdout and "now: " in table.stdout
+    row = next(line for line in table.stdout.splitlines() if " peak_rss_bytes " in line)
+    assert row.split()[-1] == "higher"
+    gated = project.compare("1", "2", "--fail", "peak_rss_bytes:max:+30%")
+    assert gated.returncode == 1
+    assert "FAILED gate peak_rss_bytes:max:+30%: test_linear.py::test_linear[injected]: peak_rss_bytes max" in gated.stdout
+    missing = project.compare("9")
+    assert missing.returncode == 2 and "error: run '9' matches no saved run" in missing.stderr

@@ -1,0 +1,121 @@
+"""kubeflow-local runs for real (kfp.local's SubprocessRunner); the kubeflow
+pipeline definition (IR YAML) is checked without a cluster."""
+import json
+import time
+
+import pytest
+import yaml
+
+from fakes import FAILING, FANOUT, LINEAR
+from pytest_mlpbench.architectures.kfp_pipeline import build_pipeline, compile_pipeline
+from pytest_mlpbench.architectures.kubeflow import KubeflowRemote
+from pytest_mlpbench.architectures.pipeline_task import to_param
+from pytest_mlpbench.architectures import Unavailable
+from pytest_mlpbench.options import Settings
+from pytest_mlpbench.workload import Step, Workload, WorkloadError
+
+TESTS = """
+def test_linear(mlpbench):
+    mlpbench.run("linear")
+
+
+def test_fanout(mlpbench):
+    mlpbench.run("fanout")
+
+
+def test_failing(mlpbench):
+    mlpbench.run("failing")
+"""
+
+SMOKE = ("--mlpbench-arch=kubeflow-local", "--mlpbench-rounds=1", "--mlpbench-scale=smoke")
+
+
+def ir(workload, tmp_path) -> dict:
+    return yaml.safe_load(compile_pipeline(build_pipeline(workload), tmp_path / "p.yaml").read_text())
+
+
+def test_linear_fanout_and_failure_run_for_real(bench):
+    bench.tests(TESTS)
+    result = bench.run(*SMOKE)
+    result.assert_outcomes(passed=2, failed=1)
+    runs = {r["workload"]: r for r in bench.runs()}
+    linear, fanout, failing = runs["linear"], runs["fanout"], runs["failing"]
+    assert linear["outcome"] == fanout["outcome"] == "passed"
+    assert [s["step"] for s in linear["steps"]] == ["begin", "middle", "end"]
+    assert linear["metrics"] == {"value": 7.0}
+    assert sorted((s["step"], s["index"]) for s in fanout["steps"]) == [
+        ("begin", None), ("gather", None), ("shard", 0), ("shard", 1), ("shard", 2)]
+    assert fanout["metrics"]["total"] == 14
+    # every task ran in its own process, none in the test process
+    assert len({s["pid"] for s in linear["steps"] + fanout["steps"]}) == 8
+    assert linear["overhead_s"] > 0 and linear["compute_s"] >= 3 * 0.05
+    assert failing["outcome"] == "failed"
+    assert "step 'fail': RuntimeError: this step fails on purpose" in failing["error"]
+    assert "\x1b[" not in failing["error"]
+
+
+def test_timeout_kills_the_tasks_and_is_recorded(bench):
+    bench.tests("def test_linear(mlpbench):\n    mlpbench.run('linear', sleep_s=30)\n")
+    started = time.monotonic()
+    result = bench.run(*SMOKE, "--mlpbench-timeout=2")
+    assert time.monotonic() - started < 20  # not the 90 s the steps would sleep
+    result.assert_outcomes(failed=1)
+    (run,) = bench.runs()
+    assert run["outcome"] == "timeout"
+    assert "--mlpbench-timeout=2s" in run["error"]
+
+
+def test_ir_has_one_component_per_step_and_the_dependencies(tmp_path):
+    spec = ir(LINEAR, tmp_path)
+    assert set(spec["components"]) == {"comp-begin", "comp-middle", "comp-end"}
+    tasks = spec["root"]["dag"]["tasks"]
+    assert set(tasks) == {"begin", "middle", "end"}
+    assert tasks["middle"]["dependentTasks"] == ["begin"]
+    assert sorted(tasks["end"]["dependentTasks"]) == ["begin", "middle"]
+    assert set(spec["root"]["inputDefinitions"]["parameters"]) == {"spec", "env"}
+    assert all(not t["cachingOptions"].get("enableCache") for t in tasks.values())
+
+
+def test_ir_fans_out_in_a_parallel_for_and_collects(tmp_path):
+    spec = ir(FANOUT, tmp_path)
+    tasks = spec["root"]["dag"]["tasks"]
+    loop = next(t for name, t in tasks.items() if name.startswith("for-loop"))
+    assert loop["parameterIterator"]["items"]["inputParameter"] == "pipelinechannel--begin-Output"
+    assert loop["dependentTasks"] == ["begin"]
+    body = spec["components"][loop["componentRef"]["name"]]["dag"]["tasks"]
+    assert list(body) == ["shard"]
+    gather = tasks["gather"]["inputs"]["parameters"]["up_0"]["taskOutputParameter"]
+    assert gather["producerTask"].startswith("for-loop")
+    assert spec["components"]["comp-gather"]["inputDefinitions"]["parameters"]["up_0"]["parameterType"] == "LIST"
+
+
+def test_tasks_install_nothing(tmp_path):
+    text = (compile_pipeline(build_pipeline(FANOUT), tmp_path / "p.yaml")).read_text()
+    assert "pip install" not in text and "venv" not in text
+    executors = yaml.safe_load(text)["deploymentSpec"]["executors"]
+    assert len(executors) == 3
+    for executor in executors.values():
+        assert "pytest_mlpbench.architectures.pipeline_task" in executor["container"]["command"][-1]
+
+
+def test_unsupported_fanouts_are_clear_errors():
+    begin, shard = FANOUT.steps[0], FANOUT.steps[1]
+    two_needs = Workload("two", "x:Y", (begin, Step("other", begin.fn), Step("shard", shard.fn,
+                         needs=("begin", "other"), foreach="shards")), FANOUT.scales)
+    with pytest.raises(WorkloadError, match="must need exactly one"):
+        build_pipeline(two_needs)
+
+
+def test_parameters_survive_kfp_local_rewriting_python3():
+    value = {"path": "/usr/lib/python3.11/site-packages"}
+    text = to_param(value)
+    assert "python3" not in text and json.loads(text) == value
+
+
+def test_remote_without_endpoint_says_what_to_set(monkeypatch):
+    monkeypatch.delenv("KF_PIPELINES_ENDPOINT", raising=False)
+    with pytest.raises(Unavailable, match="--mlpbench-kubeflow-host=URL.*--mlpbench-kubeflow-image"):
+        KubeflowRemote(Settings({})).check()
+    arch = KubeflowRemote(Settings({"kubeflow_host": "ftp://x", "kubeflow_image": "i", "kubeflow_artifacts": "/a"}))
+    with pytest.raises(Unavailable, match="not an http"):
+        arch.check()
