@@ -20,6 +20,7 @@ from typing import Any, Mapping
 from .workload import RunSpec, StepContext, load_workload
 
 EVENTS_ENV = "MLPBENCH_EVENTS"
+TRACEPARENT_ENV = "TRACEPARENT"
 
 
 def _cpu_s() -> float:
@@ -48,6 +49,44 @@ def _peak_rss_bytes() -> int:
 
 def _children_maxrss_bytes() -> int:
     return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
+
+
+def step_span(traceparent: str | None) -> dict[str, str] | None:
+    """This task's span in the run's trace: a new span id under the W3C
+    ``traceparent`` of the run; ``None`` without a valid one. Plain strings,
+    no OpenTelemetry import: the harness exports the span from the event."""
+    parts = (traceparent or "").strip().lower().split("-")
+    if len(parts) < 4 or len(parts[1]) != 32 or len(parts[2]) != 16 or parts[0] == "ff":
+        return None
+    try:
+        if not int(parts[1], 16) or not int(parts[2], 16):
+            return None
+        int(parts[3][:2], 16)
+    except ValueError:
+        return None
+    span_id = "0" * 16
+    while span_id == "0" * 16:
+        span_id = os.urandom(8).hex()
+    return {"trace_id": parts[1], "span_id": span_id, "parent_span_id": parts[2], "trace_flags": parts[3][:2]}
+
+
+class _traced:
+    """Make the task's span the ``TRACEPARENT`` of what the step starts."""
+
+    def __init__(self, span: dict[str, str] | None):
+        self.span = span
+
+    def __enter__(self):
+        if self.span:
+            self.old = os.environ.get(TRACEPARENT_ENV)
+            os.environ[TRACEPARENT_ENV] = f"00-{self.span['trace_id']}-{self.span['span_id']}-{self.span['trace_flags']}"
+
+    def __exit__(self, *exc):
+        if self.span:
+            if self.old is None:
+                os.environ.pop(TRACEPARENT_ENV, None)
+            else:
+                os.environ[TRACEPARENT_ENV] = self.old
 
 
 def append_event(path: str | os.PathLike, event: Mapping[str, Any]) -> None:
@@ -95,10 +134,14 @@ def execute_step(spec: RunSpec, step_name: str, inputs: Mapping[str, Any], index
         "pid": os.getpid(),
         "host": socket.gethostname(),
     }
+    span = step_span(spec.traceparent or os.environ.get(TRACEPARENT_ENV))
+    if span:
+        event["span"] = span
     cpu0 = _cpu_s()
     event["start_ns"] = time.time_ns()
     try:
-        outputs = fn(ctx, **inputs)
+        with _traced(span):
+            outputs = fn(ctx, **inputs)
         if not isinstance(outputs, dict):
             raise TypeError(f"step {step_name!r} returned {type(outputs).__name__}, not a dict")
         json.dumps(outputs)  # fail here, not in the next process, if an output cannot travel

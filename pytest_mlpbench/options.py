@@ -10,6 +10,7 @@ from typing import Any, Callable
 import pytest
 
 from .gates import parse_gate, significance_level
+from .mlflow_results import parse_tracking_uri
 from .workload import SCALES
 
 
@@ -55,6 +56,15 @@ def existing_dir(text: str) -> str:
     path = os.path.abspath(os.path.expanduser(text))
     if not os.path.isdir(path):
         raise ValueError(f"no such directory: {path}")
+    return path
+
+
+def new_file(text: str) -> str:
+    path = os.path.abspath(os.path.expanduser(text))
+    if not os.path.isdir(os.path.dirname(path)):
+        raise ValueError(f"no such directory: {os.path.dirname(path)}")
+    if os.path.isdir(path):
+        raise ValueError(f"{path} is a directory")
     return path
 
 
@@ -108,10 +118,23 @@ OPTIONS = [
            "'cifar-10-batches-py' directory (default: generated data).", existing_dir, None, "DIR"),
     # -- options of the framework architectures follow, one block per framework --
     # -- metaflow options --
+    Option("metaflow_max_workers", "Tasks Metaflow runs at once, its run --max-workers "
+           "(default: Metaflow's own, 16).", positive_int, None, "N"),
+    Option("metaflow_s3_root", "S3 datastore root of metaflow-kubernetes and metaflow-batch, e.g. "
+           "s3://bucket/metaflow (default: Metaflow's METAFLOW_DATASTORE_SYSROOT_S3).", str, None, "S3URI"),
+    Option("metaflow_image", "Container image of the remote Metaflow tasks; it must have pytest-mlpbench and "
+           "the workloads installed (default: Metaflow's METAFLOW_KUBERNETES_CONTAINER_IMAGE or "
+           "METAFLOW_BATCH_CONTAINER_IMAGE).", str, None, "IMAGE"),
+    Option("metaflow_kube_context", "kubeconfig context of metaflow-kubernetes (default: the current "
+           "context of $KUBECONFIG or ~/.kube/config).", str, None, "NAME"),
+    Option("metaflow_kube_namespace", "Kubernetes namespace of metaflow-kubernetes (default: Metaflow's "
+           "METAFLOW_KUBERNETES_NAMESPACE, else default).", str, None, "NAME"),
+    Option("metaflow_batch_queue", "AWS Batch job queue of metaflow-batch (default: Metaflow's "
+           "METAFLOW_BATCH_JOB_QUEUE).", str, None, "QUEUE"),
     # -- airflow options --
     Option("airflow_db", "Airflow metadata database for airflow-local/-kubernetes: 'sqlite' (default, a file in "
            "the session's AIRFLOW_HOME) or a SQLAlchemy URL postgresql://USER:PASSWORD@HOST:PORT/DB "
-           "(needs psycopg2-binary and asyncpg).", _airflow_db, None, "URL"),
+           "(needs psycopg[binary] and asyncpg).", _airflow_db, None, "URL"),
     Option("airflow_config", "Extra Airflow settings, comma-separated section.key=value, e.g. "
            "'scheduler.scheduler_idle_sleep_time=1' (they override the tuned defaults).",
            _airflow_settings, None, "SETTINGS"),
@@ -145,6 +168,10 @@ OPTIONS = [
     Option("remote_poll", "Seconds between status polls of a kubeflow or sagemaker run (default: 2).",
            positive_float, 2.0, "SECONDS"),
     # -- dvc and mlflow options --
+    Option("mlflow_uri", "Log every measured run to MLflow: a tracking server http://HOST:PORT, a store "
+           "sqlite:///PATH.db, or a directory (one experiment per workload, one MLflow run per architecture "
+           "and round, the figures as metrics, the per-step table and plots as artifacts).",
+           parse_tracking_uri, None, "URI"),
     # -- captioning and report options --
     Option("caption_model", "Local Hugging Face image-to-text checkpoint directory for the captioning "
            "workload, used instead of the default captioner; needs 'transformers', nothing is downloaded "
@@ -154,6 +181,13 @@ OPTIONS = [
     Option("caption_shards", "Shards the captioning workload fans out over, one task each (default: by "
            "scale, 2 / 4 / 8).", positive_int, None, "N"),
     # -- gate options --
+    # -- telemetry options --
+    Option("otel", "OpenTelemetry export of a trace per run (a span per run and per step attempt) and metrics "
+           "(process.cpu.time, process.memory.usage, process.disk.io, run-record histograms): none (default), "
+           "console (printed at the end) or otlp (endpoint, protocol http/protobuf or grpc, headers from the "
+           "standard OTEL_EXPORTER_OTLP_* variables).", choice("none", "console", "otlp"), "none", "EXPORTER"),
+    Option("otel_file", "Also write the spans and metrics to FILE as OTLP JSON lines, for offline use "
+           "(the format of the OpenTelemetry Collector's file exporter).", new_file, None, "FILE"),
     Option("fail", "Regression gate METRIC:STAT:THRESHOLD on any figure of the run record, repeatable, e.g. "
            "overhead_s:median:+20%, peak_rss_bytes:max:+50, accuracy:min:-0.01 (STAT: min, median, mean, max; "
            "THRESHOLD: +N% or +N allowed increase, -N% or -N allowed decrease). Fails only on a significant "

@@ -11,6 +11,7 @@ from . import hooks
 from .architectures import Unavailable
 from .fixture import MlpBench
 from .gates_plugin import GatePlugin
+from .mlflow_results import MlflowResults
 from .options import Settings, add_options
 from .registry import Registry
 from .report import terminal_table
@@ -37,6 +38,8 @@ def pytest_configure(config):
         config.addinivalue_line("markers", f"{name}: {text}")
     settings = Settings.from_config(config)
     config.pluginmanager.register(GatePlugin(config, settings), "mlpbench-gates")
+    if settings.mlflow_uri:
+        config.pluginmanager.register(MlflowResults.checked(config, settings.mlflow_uri), "mlpbench-mlflow")
     registry = Registry.builtin()
     config.hook.pytest_mlpbench_register(registry=registry)
     unknown = [n for n in settings.arch or [] if n not in registry.architectures]
@@ -66,12 +69,17 @@ def pytest_generate_tests(metafunc):
         metafunc.parametrize("mlpbench_arch", session.selected(), indirect=True)
 
 
+@pytest.hookimpl(trylast=True)
 def pytest_collection_modifyitems(config, items):
-    """A suite of registered workloads with none registered is not a skip: drop it."""
+    """Drop the registered-workloads suite when none is registered (not a
+    skip), and order benchmarks by architecture, so that each architecture's
+    servers run only while its own benchmarks do."""
     empty = [i for i in items if "mlpbench_workload" in getattr(i, "fixturenames", ()) and not hasattr(i, "callspec")]
     if empty:
         config.hook.pytest_deselected(items=empty)
         items[:] = [i for i in items if i not in empty]
+    order = {name: n for n, name in enumerate(config.stash[SESSION].selected())}
+    items.sort(key=lambda item: order.get(getattr(item, "callspec", None) and item.callspec.params.get("mlpbench_arch"), -1))
 
 
 @pytest.fixture
@@ -88,7 +96,7 @@ def mlpbench(request, benchmark, mlpbench_arch):
         session.architecture(mlpbench_arch)
     except Unavailable as exc:
         pytest.skip(str(exc))
-    return MlpBench(session, mlpbench_arch, benchmark)
+    return MlpBench(session, mlpbench_arch, benchmark, request.config)
 
 
 def pytest_benchmark_update_machine_info(config, machine_info):
@@ -111,6 +119,9 @@ def pytest_terminal_summary(terminalreporter, config):
         for line in terminal_table(session.records):
             terminalreporter.write_line(line)
         terminalreporter.write_line(f"results: {session.results.dir}")
+    if session and session.telemetry:  # shut down (flushed) by pytest_sessionfinish, which runs first
+        terminalreporter.write_sep("-", f"mlpbench: {session.telemetry.summary()}")
+        terminalreporter.write(session.telemetry.console_text())
 
 
 @pytest.hookimpl(trylast=True)

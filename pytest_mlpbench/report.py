@@ -57,6 +57,9 @@ class ResultsWriter:
         step_columns = list(dict.fromkeys(k for row in steps for k in row))
         write_atomic(self.dir / "steps.csv", to_csv(steps, step_columns))
         write_atomic(self.dir / "summary.md", summary_markdown(records))
+        from .comparison import write_session_report  # lazily: matplotlib only when there is something to plot
+
+        write_session_report(records, self.dir)
 
 
 def to_csv(rows: Iterable[dict], columns: Sequence[str]) -> str:

@@ -31,6 +31,11 @@ class BenchSession:
         self._warmed: set[tuple[str, str]] = set()
         self._versions: dict[str, str] = {}
         self._session_dir: Path | None = None
+        self.telemetry = None
+        if settings.otel != "none" or settings.otel_file:
+            from .telemetry import Telemetry  # OpenTelemetry is imported only when asked for
+
+            self.telemetry = Telemetry.from_settings(settings)
 
     @property
     def session_dir(self) -> Path:
@@ -43,10 +48,14 @@ class BenchSession:
         return self.settings.arch or list(self.registry.architectures)
 
     def architecture(self, name: str) -> Architecture:
-        """The opened architecture, or :class:`Unavailable` with the reason."""
+        """The opened architecture, or :class:`Unavailable` with the reason.
+
+        One architecture is open at a time (benchmarks are ordered by
+        architecture), so the servers of one are never charged to another."""
         if name in self._unavailable:
             raise Unavailable(self._unavailable[name])
         if name not in self._architectures:
+            self.close_architectures()
             try:
                 arch = self.registry.architectures[name].load()(self.settings)
                 arch.check()
@@ -82,10 +91,11 @@ class BenchSession:
             artifacts=str(run_dir / "artifacts"),
             events=str(run_dir / "events.jsonl"),
             params={"data_dir": self.settings.data_dir, **option_params(self.settings, workload), **params},
+            traceparent=self.telemetry.new_traceparent() if self.telemetry else None,
         )
-        run = Run(spec=spec, workload=workload, dir=run_dir, timeout_s=self.settings.timeout)
         outcome, error = "passed", None
         monitor = Monitor(self.settings.sample_interval).start()
+        run = Run(spec=spec, workload=workload, dir=run_dir, timeout_s=self.settings.timeout)
         submit_ns = time.time_ns()
         try:
             with _sigterm_as_interrupt():
@@ -101,6 +111,7 @@ class BenchSession:
         finally:
             end_ns = time.time_ns()
             usage = monitor.stop()
+            events = read_events(spec.events, run_id)
             record = build_record(
                 run_id=run_id,
                 architecture=arch.name,
@@ -110,7 +121,7 @@ class BenchSession:
                 warmup=warmup,
                 submit_ns=submit_ns,
                 end_ns=end_ns,
-                events=read_events(spec.events, run_id),
+                events=events,
                 usage=usage,
                 artifact_bytes=directory_bytes(spec.artifacts),
                 task_info=run.task_info,
@@ -119,12 +130,19 @@ class BenchSession:
             )
             self.records.append(record)
             self.results.add(record, usage.samples)
+            if self.telemetry:
+                self.telemetry.add_run(record, events, usage.samples, spec.traceparent)
         return record
 
-    def close(self) -> None:
-        for arch in reversed(list(self._architectures.values())):
+    def close_architectures(self) -> None:
+        while self._architectures:
+            _, arch = self._architectures.popitem()
             arch.close()
-        self._architectures.clear()
+
+    def close(self) -> None:
+        self.close_architectures()
+        if self.telemetry:
+            self.telemetry.shutdown()
         self.results.write_summaries(self.records)
         if self._session_dir:
             shutil.rmtree(self._session_dir, ignore_errors=True)

@@ -11,7 +11,7 @@ from fakes import *
 
 
 def pytest_mlpbench_register(registry):
-    for workload in (LINEAR, FANOUT, FAILING, MEMORY, CPU):
+    for workload in (LINEAR, FANOUT, FAILING, MEMORY, CPU, SLOW):
         registry.add_workload(workload)
     registry.add_architecture("sleepy", Sleepy)
     registry.add_architecture("missing", Missing)

@@ -66,12 +66,18 @@ def burn_cpu(ctx) -> dict:
     return {}
 
 
+def sleep_long(ctx) -> dict:
+    time.sleep(60)
+    return {}
+
+
 def _single(name, fn):
     return Workload(name=name, ref=f"fakes:{name.upper()}", steps=(Step(name, fn),), scales=SCALES)
 
 
 MEMORY = _single("memory", hold_memory)
 CPU = _single("cpu", burn_cpu)
+SLOW = _single("slow", sleep_long)
 
 LINEAR = Workload(
     name="linear",

@@ -1,6 +1,11 @@
 """Black-box tests of the plugin: options, markers, ids, skips, recorded fields."""
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
+import psutil
 import pytest
 
 from pytest_mlpbench.record import FIGURES
@@ -135,28 +140,41 @@ def test_failing(mlpbench):
 
 
 def test_timeout_kills_the_run_and_records_it(bench):
-    bench.pytester.makepyfile(
-        slow="""
-import time
-
-from pytest_mlpbench import Step, Workload
-
-def sleep(ctx):
-    time.sleep(30)
-    return {}
-
-SLOW = Workload("slow", "slow:SLOW", (Step("sleep", sleep),), {s: {} for s in ("smoke", "small", "full")})
-"""
-    )
-    bench.pytester.makeconftest(
-        "from slow import SLOW\ndef pytest_mlpbench_register(registry):\n    registry.add_workload(SLOW)\n"
-    )
     bench.tests("def test_slow(mlpbench):\n    mlpbench.run('slow')\n")
     result = bench.run("--mlpbench-arch=subprocess", "--mlpbench-timeout=1")
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(["*timeout: run exceeded --mlpbench-timeout=1s*"])
     (run,) = bench.runs()
     assert run["outcome"] == "timeout" and 1 <= run["wall_s"] < 10
+    assert not step_processes(bench.path)
+
+
+def step_processes(path) -> list[psutil.Process]:
+    """Step processes of runs started from ``path`` that are still alive."""
+    found = []
+    for proc in psutil.process_iter(["cmdline", "cwd"]):
+        if "pytest_mlpbench.task" in (proc.info["cmdline"] or []) and str(path) in (proc.info["cwd"] or ""):
+            found.append(proc)
+    return found
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_interrupted_session_keeps_the_run_and_stops_its_processes(bench, sig):
+    bench.tests("def test_slow(mlpbench):\n    mlpbench.run('slow')\n")
+    session = subprocess.Popen(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--mlpbench-arch=subprocess",
+         "--mlpbench-warmup=0"],
+        cwd=bench.path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )
+    deadline = time.monotonic() + 60
+    while not step_processes(bench.path):
+        assert time.monotonic() < deadline and session.poll() is None, session.stdout.read().decode()
+        time.sleep(0.1)
+    session.send_signal(sig)
+    session.wait(timeout=30)
+    (run,) = bench.runs()
+    assert run["outcome"] == "interrupted"
+    assert not step_processes(bench.path)
 
 
 def test_registered_workloads_run_in_the_workloads_suite(bench):
@@ -176,3 +194,12 @@ def test_readme_extension_example_works(pytester):
         "--mlpbench-rounds=1", "--mlpbench-warmup=0", "-v",
     )
     result.stdout.fnmatch_lines(["*test_workload[[]mine-subprocess[]] PASSED*", "*test_workload[[]mine-my-runner[]] PASSED*"])
+
+
+def test_benchmarks_are_ordered_by_architecture(bench):
+    bench.tests("def test_a(mlpbench):\n    mlpbench.run('linear')\n\ndef test_b(mlpbench):\n    mlpbench.run('linear')\n")
+    result = bench.run("--mlpbench-arch=subprocess,inprocess", "--mlpbench-scale=smoke", "-v")
+    result.stdout.fnmatch_lines(
+        ["*test_a[[]subprocess[]] PASSED*", "*test_b[[]subprocess[]] PASSED*", "*test_a[[]inprocess[]] PASSED*",
+         "*test_b[[]inprocess[]] PASSED*"]
+    )

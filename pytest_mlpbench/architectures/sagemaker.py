@@ -87,6 +87,14 @@ class SageMaker(Architecture):
         return image
 
     def run(self, workload, run):
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            self._run(workload, run)
+        except (BotoCoreError, ClientError) as exc:
+            raise RunFailed(f"sagemaker: {exc}") from exc
+
+    def _run(self, workload, run):
         pipeline = self.pipeline(workload)
         spec = {**run.spec.__dict__, "artifacts": "", "events": ""}  # set by each task in its container
         env = {"TRACEPARENT": run.spec.traceparent} if run.spec.traceparent else {}

@@ -43,11 +43,11 @@ class AirflowLocal(Architecture):
         if major < 3:
             raise Unavailable(f"{self.name}: needs Airflow 3 (api-server, dag-processor); found {major}.x")
         db = self.option("airflow_db")
-        if db and db.startswith("postgresql"):
-            missing = [m for m in ("psycopg2", "asyncpg") if importlib.util.find_spec(m) is None]
+        if db:
+            missing = [pip for module, pip in postgres_drivers(db) if importlib.util.find_spec(module) is None]
             if missing:
-                raise Unavailable(f"{self.name}: --mlpbench-airflow-db={redact(db)} needs the PostgreSQL drivers "
-                                  f"{' and '.join(missing)}: pip install psycopg2-binary asyncpg")
+                raise Unavailable(f"{self.name}: --mlpbench-airflow-db={redact(db)} needs its database drivers: "
+                                  f"pip install {' '.join(missing)}")
 
     def open(self, session_dir: Path) -> None:
         pythonpath = step_environment(os.devnull)["PYTHONPATH"]
@@ -84,6 +84,15 @@ class AirflowLocal(Architecture):
         db = self.option("airflow_db") or "sqlite"
         found["airflow-db"] = db.split(":", 1)[0]
         return found
+
+
+def postgres_drivers(url: str) -> list[tuple[str, str]]:
+    """(module, pip requirement) of the drivers Airflow uses for ``url``: SQLAlchemy's
+    for the URL's dialect (psycopg 3 for plain postgresql:// since SQLAlchemy 2.1) and
+    asyncpg for the api-server's async engine."""
+    driver = url.split("://", 1)[0].partition("+")[2] or "psycopg"
+    sync = {"psycopg": ("psycopg", "'psycopg[binary]'"), "psycopg2": ("psycopg2", "psycopg2-binary")}
+    return [sync.get(driver, (driver, driver)), ("asyncpg", "asyncpg")]
 
 
 from .kubernetes import AirflowKubernetes  # noqa: E402  (subclass of AirflowLocal)

@@ -97,6 +97,8 @@ class AirflowServer:
             "api_auth.jwt_secret": self._secret("jwt_secret"),
             "logging.base_log_folder": str(self.home / "logs"),
             "logging.worker_log_server_port": str(free_port()),
+            # LocalExecutor workers are started up front: enough for a fan-out on a small machine.
+            "core.parallelism": "8",
             **LATENCY_SETTINGS,
             **self.overrides,
         }

@@ -4,8 +4,9 @@ The workload's steps run in their declared (topological) order, one
 ``@step`` each: the first is the flow's start step, the last its end step.
 A fan-out step becomes a ``foreach`` over its task indices, opened by the
 step before it; the step after it is the join. Metaflow requires some shape
-the workload does not: a join right before another fan-out, and an end step
-that is not a join, are added as steps of their own that run no workload code.
+the workload does not: a join between two fan-outs, a step between a join and
+the foreach it would open, and an end step that is not a join, are added as
+steps of their own that run no workload code.
 Every step body is one call of :func:`.body.step`, which carries the
 workload's outputs between steps as Metaflow artifacts.
 """
@@ -44,9 +45,11 @@ def plan(workload: Workload) -> list[Node]:
     nodes: list[Node] = []
     for i, step in enumerate(workload.steps):
         join = workload.steps[i - 1].name if i and workload.steps[i - 1].foreach else None
-        if join and step.foreach:  # a foreach is opened by a step that is not itself a join of one
+        if join and step.foreach:  # a fan-out right after a fan-out: join the first one
             nodes.append(Node(f"join_{join}", join=join))
             join = None
+        if step.foreach and nodes[-1].join:  # a join may not open a foreach itself
+            nodes.append(Node(f"split_{step.name}"))
         nodes.append(Node(step.name, step=step.name, join=join, foreach=bool(step.foreach)))
     if nodes[-1].foreach:
         nodes.append(Node(f"join_{nodes[-1].step}", join=nodes[-1].step))

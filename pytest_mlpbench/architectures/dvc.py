@@ -1,0 +1,186 @@
+"""``dvc``: each run as a DVC pipeline (``dvc.yaml``, one stage per step, a
+``foreach`` stage per fan-out step) reproduced with ``dvc repro``.
+
+The project is made once per session (``dvc init --no-scm``); each run gets a
+fresh directory in it with its own ``dvc.yaml``. A stage's deps are the JSON
+outputs of the stages it needs and its out is its own JSON outputs, so DVC
+sees, and orders by, the data flow. Every ``dvc repro`` is forced and skips
+the run cache, so a round never turns into a no-op.
+
+Fan-out: DVC fixes a pipeline's stages when ``dvc repro`` starts, but how many
+tasks a fan-out step has is known only once its upstream steps ran. So a run
+goes in waves: ``dvc.yaml`` holds every stage whose shape is known, ``dvc repro``
+runs the new ones, and a fan-out step joins the file (as ``foreach`` over its
+task indices, with everything downstream of it) after the wave that produced
+its inputs. A workload without fan-out is one wave, one ``dvc repro``.
+
+A stage runs ``python -m pytest_mlpbench.architectures.dvc`` (see
+:func:`main`): the task entry point plus the merge of the upstream outputs
+files, which in a DVC pipeline no driver can do between stages.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+from importlib import metadata
+from pathlib import Path
+
+from ..task import run_task, write_json_atomic
+from ..workload import RunSpec, Workload, fanout_items, load_workload, step_inputs
+from .base import Architecture, RunFailed, Unavailable
+
+ENV = {"DVC_NO_ANALYTICS": "1"}
+CONFIG = """[core]
+    no_scm = True
+    analytics = false
+    check_update = false
+    site_cache_dir = {site_cache}
+"""
+
+
+class Dvc(Architecture):
+    name = "dvc"
+
+    def check(self):
+        try:
+            metadata.version("dvc")
+        except metadata.PackageNotFoundError:
+            raise Unavailable("dvc: DVC is not installed; pip install dvc") from None
+
+    def versions(self):
+        return {"dvc": metadata.version("dvc")}
+
+    def open(self, session_dir):
+        self.project = Path(session_dir) / "project"
+        self.project.mkdir(parents=True, exist_ok=True)
+        cmd = [sys.executable, "-m", "dvc", "init", "--no-scm", "--quiet"]
+        done = subprocess.run(cmd, cwd=self.project, capture_output=True, text=True, timeout=120,
+                              env={**os.environ, **ENV})
+        if done.returncode != 0:
+            raise Unavailable(f"dvc: `dvc init --no-scm` failed: {done.stdout}{done.stderr}")
+        # the site cache would otherwise go to /var/tmp/dvc and outlive the session
+        config = CONFIG.format(site_cache=Path(session_dir) / "site-cache")
+        (self.project / ".dvc" / "config").write_text(config)
+
+    def run(self, workload, run):
+        stage_dir = self.project / run.spec.run_id
+        stage_dir.mkdir()
+        (stage_dir / "out").mkdir()
+        (stage_dir / "spec.json").write_text(run.spec.to_json())
+        try:
+            self._run_waves(workload, run, Pipeline(workload, stage_dir))
+        finally:
+            # keep the run's dvc.yaml and dvc.lock with the run, out of the project's index
+            shutil.move(stage_dir, run.dir / "dvc")
+
+    def _run_waves(self, workload, run, pipeline):
+        wave = 0
+        while new := pipeline.grow():
+            pipeline.write()
+            targets = [f"dvc.yaml:{name}" for name in pipeline.roots(new)]
+            cmd = [sys.executable, "-m", "dvc", "repro", "--force", "--no-run-cache"]
+            cmd += ["--downstream", *targets] if wave else ["dvc.yaml"]
+            run.call(cmd, cwd=pipeline.dir, env=ENV, log_name=f"dvc-repro-{wave}")
+            pipeline.done.update(new)
+            wave += 1
+        missing = [s.name for s in workload.steps if s.name not in pipeline.done]
+        if missing:
+            raise RunFailed(f"dvc: steps {missing} never became runnable")
+
+
+class Pipeline:
+    """The stages of one run's ``dvc.yaml``, grown wave by wave."""
+
+    def __init__(self, workload: Workload, directory: Path):
+        self.workload = workload
+        self.dir = directory
+        self.stages: dict[str, dict] = {}
+        self.width: dict[str, int] = {}  # tasks of each fan-out step written so far
+        self.done: set[str] = set()
+
+    def grow(self) -> list[str]:
+        """Add every step whose stage can now be written; return their names."""
+        new = []
+        for step in self.workload.steps:
+            if step.name in self.stages or not all(n in self.stages for n in step.needs):
+                continue
+            if step.foreach:
+                if not all(n in self.done for n in step.needs):
+                    continue
+                self.width[step.name] = len(fanout_items(step, self.upstream_inputs(step)))
+            self.stages[step.name] = self.stage(step)
+            new.append(step.name)
+        return new
+
+    def upstream_inputs(self, step) -> dict:
+        produced = {need: read_outputs([self.dir / p for p in self.outputs_of(need)],
+                                       self.workload.step(need).foreach)
+                    for need in step.needs}
+        return step_inputs(self.workload, step, produced)
+
+    def outputs_of(self, name: str) -> list[str]:
+        if name in self.width:
+            return [f"out/{name}.{i}.json" for i in range(self.width[name])]
+        return [f"out/{name}.json"]
+
+    def stage(self, step) -> dict:
+        deps = [path for need in step.needs for path in self.outputs_of(need)]
+        upstream = [f"--upstream={need}={path}" for need in step.needs for path in self.outputs_of(need)]
+        cmd = [sys.executable, "-m", __name__, "--spec", "spec.json", "--step", step.name, *upstream]
+        if not step.foreach:
+            return {"cmd": shlex.join(cmd + ["--outputs", f"out/{step.name}.json"]),
+                    "deps": ["spec.json", *deps], "outs": [f"out/{step.name}.json"]}
+        out = f"out/{step.name}." + "${item}.json"
+        return {"foreach": list(range(self.width[step.name])),
+                "do": {"cmd": shlex.join(cmd) + " --index ${item} --outputs " + out,
+                       "deps": ["spec.json", *deps], "outs": [out]}}
+
+    def roots(self, names: list[str]) -> list[str]:
+        """The stages among ``names`` that need none of the others: with
+        ``--downstream`` they reproduce exactly ``names``."""
+        return [n for n in names if not set(self.workload.step(n).needs) & set(names)]
+
+    def write(self) -> None:
+        from ruamel.yaml import YAML
+
+        yaml = YAML(typ="safe", pure=True)
+        yaml.default_flow_style = False
+        with open(self.dir / "dvc.yaml", "w") as f:
+            yaml.dump({"stages": self.stages}, f)
+
+
+def read_outputs(paths, fanout) -> dict | list[dict]:
+    outputs = [json.loads(Path(p).read_text()) for p in paths]
+    return outputs if fanout else outputs[0]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """A stage's command: merge the upstream outputs files into the step's
+    inputs, then run the task like ``python -m pytest_mlpbench.task``."""
+    parser = argparse.ArgumentParser(prog=f"python -m {__name__}")
+    parser.add_argument("--spec", required=True)
+    parser.add_argument("--step", required=True)
+    parser.add_argument("--index", type=int)
+    parser.add_argument("--upstream", action="append", default=[], metavar="STEP=FILE",
+                        help="outputs of a needed step; repeated in task order for a fan-out step")
+    parser.add_argument("--outputs", required=True)
+    args = parser.parse_args(argv)
+    spec = RunSpec.from_json(Path(args.spec).read_text())
+    workload = load_workload(spec.workload)
+    step = workload.step(args.step)
+    files: dict[str, list[str]] = {need: [] for need in step.needs}
+    for item in args.upstream:
+        need, _, path = item.partition("=")
+        files[need].append(path)
+    produced = {need: read_outputs(paths, workload.step(need).foreach) for need, paths in files.items()}
+    write_json_atomic(args.outputs, run_task(spec, args.step, step_inputs(workload, step, produced), args.index))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,43 @@
+"""Read a finished Metaflow run back through Metaflow's Client API: per-task
+creation and finish times, and the events remote tasks shipped as artifacts."""
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+
+from ...events import append_event
+from .body import restore_files
+from .flowgen import Node
+
+
+def collect(run, flow_name: str, run_id: str, metadata_root: Path, nodes: list[Node], shipped: bool) -> None:
+    """Put every task's Metaflow times into ``run.task_info``; with ``shipped``,
+    also append the tasks' step events to the run's sink and restore the
+    artifact files the last task holds."""
+    from metaflow import Run, metadata, namespace
+
+    metadata(f"local@{metadata_root}")
+    namespace(None)
+    by_name = {node.name: node for node in nodes}
+    flow_run = Run(f"{flow_name}/{run_id}")
+    last_task = None
+    for mf_step in flow_run:
+        node = by_name.get(mf_step.id)
+        for task in mf_step:
+            last_task = task if node is nodes[-1] else last_task
+            if shipped and "mlpb_events" in task:
+                for event in task["mlpb_events"].data:
+                    append_event(run.spec.events, event)
+            if node is None or node.step is None:
+                continue
+            info = {"created_ns": _ns(task.created_at), "metaflow_task": task.pathspec}
+            if task.finished_at is not None:
+                info["finished_ns"] = _ns(task.finished_at)
+            run.add_task_info(node.step, task.index if node.foreach else None, **info)
+    if shipped and last_task is not None and "mlpb_files" in last_task:
+        restore_files(run.spec.artifacts, last_task["mlpb_files"].data)
+
+
+def _ns(when: datetime) -> int:
+    """Metaflow keeps epoch milliseconds and hands out naive local datetimes."""
+    return round(when.timestamp() * 1000) * 1_000_000

@@ -1,0 +1,281 @@
+"""The Metaflow architectures: generated flows, real local runs, remote command
+lines and skip reasons. The local runs use Metaflow's real runtime."""
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+pytest.importorskip("metaflow")
+
+from fakes import FANOUT, LINEAR, SCALES, begin, gather, shard  # noqa: E402
+
+from pytest_mlpbench import Step, Workload  # noqa: E402
+from pytest_mlpbench.architectures import Unavailable  # noqa: E402
+from pytest_mlpbench.architectures.metaflow import MetaflowBatch, MetaflowKubernetes, MetaflowLocal  # noqa: E402
+from pytest_mlpbench.architectures.metaflow.flowgen import flow_class_name, flow_source, plan  # noqa: E402
+from pytest_mlpbench.options import Settings  # noqa: E402
+
+TESTS = Path(__file__).parent
+
+#: Two fan-outs in a row and a fan-out at the end: the shapes that need added join and end steps.
+TWICE = Workload(
+    name="twice-fanned",
+    ref="test_metaflow:TWICE",
+    steps=(
+        Step("start", begin),
+        Step("shard", shard, needs=("start",), foreach="shards"),
+        Step("gather", gather, needs=("shard",)),
+        Step("name", shard, needs=("start",), foreach="shards"),
+    ),
+    scales=SCALES,
+)
+
+
+def test_plan_keeps_the_workload_steps_and_adds_only_what_metaflow_needs():
+    assert [(n.name, n.step, n.join, n.foreach) for n in plan(LINEAR)] == [
+        ("begin", "begin", None, False), ("middle", "middle", None, False), ("end", "end", None, False)]
+    assert [(n.name, n.step, n.join, n.foreach) for n in plan(FANOUT)] == [
+        ("begin", "begin", None, False), ("shard", "shard", None, True),
+        ("gather", "gather", "shard", False), ("end", None, None, False)]
+    assert [(n.name, n.step, n.join) for n in plan(TWICE)] == [
+        ("start", "start", None), ("shard", "shard", None), ("gather", "gather", "shard"),
+        ("split_name", None, None), ("step_name", "name", None), ("join_name", None, "name"), ("end", None, None)]
+
+
+@pytest.mark.parametrize("workload", [LINEAR, FANOUT, TWICE], ids=lambda w: w.name)
+def test_generated_flow_passes_metaflows_own_graph_checks(workload, tmp_path, monkeypatch):
+    from metaflow.graph import FlowGraph
+    from metaflow.lint import linter
+
+    source = flow_source(workload, ship_files=workload is TWICE)
+    module_name = f"flow_of_{workload.name.replace('-', '_')}"
+    (tmp_path / f"{module_name}.py").write_text(source)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    module = __import__(module_name)
+    graph = FlowGraph(getattr(module, flow_class_name(workload)))
+    linter.run_checks(graph)  # raises LintWarn on any shape Metaflow rejects
+    assert graph.start_step == plan(workload)[0].name and graph.end_step == "end"
+    assert ('foreach="mlpb_items"' in source) == any(s.foreach for s in workload.steps)
+
+
+def test_local_command_line(tmp_path):
+    arch = MetaflowLocal(Settings({"metaflow_max_workers": 3}))
+    arch.open(tmp_path)
+    cmd = arch.command(tmp_path / "flow.py", '{"x": 1}', tmp_path / "id")
+    assert cmd[:6] == [sys.executable, str(tmp_path / "flow.py"), "--no-pylint", "--metadata=local",
+                       "--environment=local", "--datastore=local"]
+    assert cmd[6:] == ["run", "--run-id-file", str(tmp_path / "id"), "--max-workers", "3", "--mlpb_spec", '{"x": 1}']
+    env = arch.environment()
+    assert env["METAFLOW_HOME"] == str(tmp_path / "home") and env["METAFLOW_USER"] == "mlpbench"
+    assert env["METAFLOW_DATASTORE_SYSROOT_LOCAL"] == str(tmp_path / "store")
+    assert "--max-workers" not in MetaflowLocal(Settings({})).command(tmp_path / "f.py", "{}", tmp_path / "id")
+
+
+@pytest.fixture
+def bare_env(tmp_path, monkeypatch):
+    """No AWS, Kubernetes or Metaflow configuration from this machine."""
+    for name in list(os.environ):
+        if name.startswith(("AWS_", "METAFLOW_", "KUBE")):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    return monkeypatch
+
+
+def unavailable(arch) -> str:
+    start = time.monotonic()
+    with pytest.raises(Unavailable) as info:
+        arch.check()
+    assert time.monotonic() - start < 2, "check() must not wait on the network"
+    return str(info.value)
+
+
+KUBECONFIG = """
+apiVersion: v1
+kind: Config
+clusters: [{name: c, cluster: {server: "https://192.0.2.1:6443"}}]
+users: [{name: u, user: {token: t}}]
+contexts: [{name: lab, context: {cluster: c, user: u}}, {name: prod, context: {cluster: c, user: u}}]
+current-context: lab
+"""
+
+
+def test_kubernetes_skip_reasons_say_what_to_set(bare_env, tmp_path):
+    def arch(**options):
+        return MetaflowKubernetes(Settings(options))
+
+    assert "--mlpbench-metaflow-s3-root=s3://BUCKET/PREFIX or METAFLOW_DATASTORE_SYSROOT_S3" in unavailable(arch())
+    assert "must look like s3://" in unavailable(arch(metaflow_s3_root="/local/dir"))
+    assert "--mlpbench-metaflow-image=IMAGE or METAFLOW_KUBERNETES_CONTAINER_IMAGE" in unavailable(
+        arch(metaflow_s3_root="s3://b/p"))
+    bare_env.setenv("METAFLOW_DATASTORE_SYSROOT_S3", "s3://b/p")  # Metaflow's own configuration counts
+    bare_env.setenv("METAFLOW_KUBERNETES_CONTAINER_IMAGE", "img")
+    assert "no kubeconfig" in unavailable(arch()) and "set KUBECONFIG" in unavailable(arch())
+    (tmp_path / "kubeconfig").write_text(KUBECONFIG)
+    bare_env.setenv("KUBECONFIG", str(tmp_path / "kubeconfig"))
+    assert "no context 'dev'" in unavailable(arch(metaflow_kube_context="dev"))
+    assert "contexts: lab, prod" in unavailable(arch(metaflow_kube_context="dev"))
+    assert "AWS_ACCESS_KEY_ID" in unavailable(arch(metaflow_kube_context="prod"))
+    bare_env.setenv("AWS_ACCESS_KEY_ID", "AKIAEXAMPLE")
+    bare_env.setenv("AWS_SECRET_ACCESS_KEY", "secret")
+    arch(metaflow_kube_context="prod").check()  # configured: no cluster is contacted
+
+
+def test_kubernetes_command_line_and_kubeconfig(bare_env, tmp_path):
+    (tmp_path / "kubeconfig").write_text(KUBECONFIG)
+    bare_env.setenv("KUBECONFIG", str(tmp_path / "kubeconfig"))
+    arch = MetaflowKubernetes(Settings({"metaflow_s3_root": "s3://bucket/mf/", "metaflow_image": "reg/mlpbench:1",
+                                        "metaflow_kube_namespace": "bench", "metaflow_kube_context": "prod"}))
+    arch.open(tmp_path / "session")
+    cmd = arch.command(tmp_path / "flow.py", "{}", tmp_path / "id")
+    assert "--datastore=s3" in cmd and "--datastore-root=s3://bucket/mf" in cmd and "--metadata=local" in cmd
+    assert cmd[cmd.index("run"):][:5] == ["run", "--run-id-file", str(tmp_path / "id"), "--with",
+                                          "kubernetes:image=reg/mlpbench:1,namespace=bench"]
+    env = arch.environment()
+    assert "METAFLOW_HOME" not in env  # the user's Metaflow configuration stays in force
+    assert "current-context: prod" in Path(env["KUBECONFIG"]).read_text()
+    assert "current-context: lab" in (tmp_path / "kubeconfig").read_text()
+    assert "SHIP_FILES = True" in flow_source(LINEAR, ship_files=arch.ship_files)
+
+
+def test_batch_skip_reasons_and_command_line(bare_env, tmp_path):
+    def arch(**options):
+        return MetaflowBatch(Settings({"metaflow_s3_root": "s3://b/p", "metaflow_image": "img", **options}))
+
+    assert "--mlpbench-metaflow-batch-queue=QUEUE or METAFLOW_BATCH_JOB_QUEUE" in unavailable(arch())
+    assert "METAFLOW_ECS_S3_ACCESS_IAM_ROLE" in unavailable(arch(metaflow_batch_queue="q"))
+    bare_env.setenv("METAFLOW_ECS_S3_ACCESS_IAM_ROLE", "arn:aws:iam::1:role/r")
+    assert "AWS_DEFAULT_REGION" in unavailable(arch(metaflow_batch_queue="q"))
+    bare_env.setenv("AWS_DEFAULT_REGION", "eu-west-1")
+    assert "AWS_ACCESS_KEY_ID" in unavailable(arch(metaflow_batch_queue="q"))
+    bare_env.setenv("AWS_ACCESS_KEY_ID", "AKIAEXAMPLE")
+    bare_env.setenv("AWS_SECRET_ACCESS_KEY", "secret")
+    batch = arch(metaflow_batch_queue="q")
+    batch.check()
+    batch.open(tmp_path)
+    cmd = batch.command(tmp_path / "flow.py", "{}", tmp_path / "id")
+    assert cmd[cmd.index("--with") + 1] == "batch:image=img,queue=q,iam_role=arn:aws:iam::1:role/r"
+
+
+def test_remote_variants_are_skipped_with_the_reason(bench, bare_env):
+    bench.tests()
+    result = bench.run("--mlpbench-arch=metaflow-kubernetes,metaflow-batch", "-rs")
+    result.assert_outcomes(skipped=2)
+    result.stdout.fnmatch_lines(["*metaflow-kubernetes: no S3 datastore; set --mlpbench-metaflow-s3-root*",
+                                 "*metaflow-batch: no S3 datastore; set --mlpbench-metaflow-s3-root*"])
+
+
+# -- real runs with Metaflow's local runtime --
+
+CONFTEST = """
+from fakes import LINEAR, FANOUT, FAILING
+from pytest_mlpbench.architectures.metaflow import MetaflowLocal
+
+
+class Shipping(MetaflowLocal):
+    '''metaflow-local with events and files carried as artifacts, as the remote variants do.'''
+    name = "metaflow-shipping"
+    ship_files = True
+
+
+def pytest_mlpbench_register(registry):
+    for workload in (LINEAR, FANOUT, FAILING):
+        registry.add_workload(workload)
+    registry.add_architecture("metaflow-shipping", Shipping)
+"""
+
+RUNS = """
+def test_linear(mlpbench):
+    mlpbench.run("linear")
+
+def test_fanout(mlpbench):
+    mlpbench.run("fanout")
+
+def test_failing(mlpbench):
+    mlpbench.run("failing")
+"""
+
+
+class Session:
+    def __init__(self, path: Path, proc: subprocess.CompletedProcess, leftovers: list):
+        self.path, self.proc, self.leftovers = path, proc, leftovers
+        self.output = proc.stdout + proc.stderr
+        self.records = [json.loads(line) for line in (path / "results" / "runs.jsonl").read_text().splitlines()]
+
+    def record(self, arch: str, workload: str) -> dict:
+        (found,) = [r for r in self.records if r["architecture"] == arch and r["workload"] == workload]
+        return found
+
+
+@pytest.fixture(scope="module")
+def session(tmp_path_factory) -> Session:
+    """One pytest session with real Metaflow runs; every test below reads it."""
+    path = tmp_path_factory.mktemp("metaflow-runs")
+    (path / "conftest.py").write_text(CONFTEST)
+    (path / "test_runs.py").write_text(RUNS)
+    (path / "tmp").mkdir()
+    env = {**os.environ, "TMPDIR": str(path / "tmp"),  # the session directory, so leftovers can be found
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(TESTS), os.environ.get("PYTHONPATH")]))}
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-rA", "--benchmark-json=bench.json",
+         "--mlpbench-arch=metaflow-local,metaflow-shipping", "--mlpbench-rounds=1", "--mlpbench-warmup=0",
+         "--mlpbench-scale=smoke", "--mlpbench-timeout=120", "--mlpbench-metaflow-max-workers=3",
+         "-k", "metaflow-local or fanout"],
+        cwd=path, env=env, capture_output=True, text=True, timeout=300,
+    )
+    leftovers = [p.info for p in psutil.process_iter(["pid", "cmdline"])
+                 if any(str(path) in arg for arg in p.info["cmdline"] or [])]
+    return Session(path, proc, leftovers)
+
+
+def assert_tasks(record: dict, expected: list[tuple[str, int | None]]) -> None:
+    assert sorted((s["step"], s["index"] if s["index"] is not None else -1) for s in record["steps"]) == sorted(
+        (step, -1 if index is None else index) for step, index in expected)
+    for row in record["steps"]:
+        assert row["outcome"] == "passed"
+        assert f"/{row['step']}/" in row["metaflow_task"]  # RUN/STEP/TASK of Metaflow's client
+        assert 0 < row["launch_delay_s"] < 60, row  # Metaflow created the task, then its process ran the step
+
+
+def test_linear_flow_runs_for_real(session):
+    record = session.record("metaflow-local", "linear")
+    assert record["outcome"] == "passed", session.output
+    assert_tasks(record, [("begin", None), ("middle", None), ("end", None)])
+    assert record["metrics"] == {"value": 7.0}
+    assert len({row["pid"] for row in record["steps"]}) == 3  # a process per task
+    assert record["processes"] >= 4  # the runtime and its three tasks
+    assert record["overhead_s"] > 0 and record["compute_s"] >= 3 * SCALES["smoke"]["sleep_s"]
+
+
+@pytest.mark.parametrize("arch", ["metaflow-local", "metaflow-shipping"])
+def test_fanout_flow_runs_for_real(session, arch):
+    record = session.record(arch, "fanout")
+    assert record["outcome"] == "passed", session.output
+    assert_tasks(record, [("begin", None), ("shard", 0), ("shard", 1), ("shard", 2), ("gather", None)])
+    assert record["metrics"] == {"total": 14.0}  # 1 + 4 + 9: every shard's output reached the join
+    assert set(record["gaps"]) == {"begin->shard", "shard->gather"}
+
+
+def test_failing_step_fails_the_benchmark_with_metaflows_error(session):
+    record = session.record("metaflow-local", "failing")
+    assert record["outcome"] == "failed"
+    assert "failed in " in record["error"] and "/fail/" in record["error"]
+    assert "RuntimeError: this step fails on purpose" in record["error"]
+    assert [(s["step"], s["outcome"]) for s in record["steps"]] == [("begin", "passed"), ("fail", "failed")]
+    assert "test_failing[metaflow-local] - Failed: metaflow-local / failing" in session.output
+    assert "RuntimeError: this step fails on purpose" in session.output
+    assert re.search(r"\b1 failed, 3 passed\b", session.output), session.output
+
+
+def test_no_metaflow_process_is_left_behind(session):
+    assert session.proc.returncode == 1  # the failing benchmark
+    assert session.leftovers == []
