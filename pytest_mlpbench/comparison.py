@@ -102,28 +102,44 @@ COLUMNS = [
     ("startup_s", "startup (s)", "{:.3f}"),
     ("compute_s", "compute (s)", "{:.3f}"),
     ("overhead_s", "overhead (s)", "{:.3f}"),
+    ("over_floor_s", "over inprocess (s)", "{:+.3f}"),
     ("cpu_s", "CPU (s)", "{:.2f}"),
-    ("peak_rss_bytes", "peak mem (MiB)", "{:.0f}"),
+    ("peak_mib", "peak mem (MiB)", "{:.0f}"),
 ]
 
 
-def workload_table(by_label: dict[str, list[dict]]) -> list[str]:
-    metrics = sorted({m for runs in by_label.values() for r in runs for m in r["metrics"]})
-    floor = next((runs for name, runs in by_label.items() if name.split(" (")[0] == FLOOR), None)
+def _row(runs: Sequence[dict], floor: Sequence[dict] | None) -> dict:
+    row = {key: median_of(runs, key) for key, _, _ in COLUMNS}
+    peak = median_of(runs, "peak_rss_bytes")
+    row["peak_mib"] = None if peak is None else peak / 2**20
     floor_overhead = median_of(floor, "overhead_s") if floor else None
-    headers = ["architecture", *(title for _, title, _ in COLUMNS), "over inprocess (s)", *metrics, "runs", "failed"]
-    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    if row["overhead_s"] is not None and floor_overhead is not None:
+        row["over_floor_s"] = row["overhead_s"] - floor_overhead
+    return row
+
+
+def _table(headers: Sequence[str], rows: Iterable[Sequence[str]]) -> list[str]:
+    return ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers), *("| " + " | ".join(r) + " |" for r in rows)]
+
+
+def _cell(value, fmt: str) -> str:
+    return "-" if value is None else fmt.format(value)
+
+
+def workload_tables(by_label: dict[str, list[dict]]) -> list[str]:
+    """The time and resource medians per architecture, then the workload's own figures (scores...)."""
+    floors = {runs[0]["source"]: runs for runs in by_label.values() if runs[0]["architecture"] == FLOOR}
+    rows = []
     for name, runs in by_label.items():
-        cells = [name]
-        for key, _, fmt in COLUMNS:
-            value = median_of(runs, key)
-            value = value / 2**20 if key == "peak_rss_bytes" and value is not None else value
-            cells.append("-" if value is None else fmt.format(value))
-        overhead = median_of(runs, "overhead_s")
-        cells.append("-" if None in (overhead, floor_overhead) else f"{overhead - floor_overhead:+.3f}")
-        cells += ["-" if (v := median_of(runs, m)) is None else f"{v:.4g}" for m in metrics]
-        cells += [str(len(runs)), str(sum(r["outcome"] != "passed" for r in runs))]
-        lines.append("| " + " | ".join(cells) + " |")
+        row = _row(runs, floors.get(runs[0]["source"]))
+        failed = sum(r["outcome"] != "passed" for r in runs)
+        rows.append([name, *(_cell(row[key], fmt) for key, _, fmt in COLUMNS), str(len(runs)), str(failed)])
+    lines = _table(["architecture", *(title for _, title, _ in COLUMNS), "runs", "failed"], rows)
+    metrics = sorted({m for runs in by_label.values() for r in runs for m in r["metrics"]})
+    if metrics:
+        lines += ["", "The workload's own figures (medians):", ""]
+        lines += _table(["architecture", *metrics],
+                        ([name, *(_cell(median_of(runs, m), "{:.4g}") for m in metrics)] for name, runs in by_label.items()))
     return lines
 
 
@@ -139,7 +155,7 @@ def markdown(grouped: dict[str, dict[str, list[dict]]], sources: Sequence[str], 
     for workload, by_label in grouped.items():
         scales = sorted({r["scale"] for runs in by_label.values() for r in runs if r.get("scale")})
         lines += [f"## {workload}" + (f" ({', '.join(scales)} scale)" if scales else ""), ""]
-        lines += workload_table(by_label) + [""]
+        lines += workload_tables(by_label) + [""]
         lines += [f"![{workload}: {name}]({name})" for name in images.get(workload, [])]
         failed = [r for runs in by_label.values() for r in runs if r["outcome"] != "passed"]
         if failed:

@@ -28,7 +28,8 @@ STATS: dict[str, Callable[[Sequence[float]], float]] = {
     "mean": statistics.fmean,
     "max": max,
 }
-NO_BASELINE = "no baseline yet; this run can be saved with --benchmark-autosave"
+SAVE_HINT = "this run can be saved with --benchmark-autosave"
+NO_BASELINE = f"no baseline yet; {SAVE_HINT}"
 _METRIC = re.compile(r"^[A-Za-z_][\w.\->]*$")
 _THRESHOLD = re.compile(r"^([+-])(\d+(?:\.\d*)?|\.\d+)(%?)$")
 _RUN_FILE = re.compile(r"^(\d{4})_.*\.json$")

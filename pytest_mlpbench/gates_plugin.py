@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from .gates import NO_BASELINE, Gate, GateError, History, Verdict, evaluate, parse_gates, recorded_figures, storage_dir, table
+from .gates import SAVE_HINT, Gate, GateError, History, Verdict, evaluate, parse_gates, recorded_figures, storage_dir, table
 from .options import Settings
 
 MARKER = ("mlpbench_fail(*expressions): regression gates METRIC:STAT:THRESHOLD for this benchmark only, "
@@ -72,7 +72,9 @@ class GatePlugin:
         where = runs[-1].label + (f" and up to {pooled - 1} earlier" if pooled > 1 else "") if runs else "none"
         tr.write_sep("-", f"mlpbench gates (baseline: {where}; alpha {self.settings.alpha:g})")
         if not runs:
-            tr.write_line(f"mlpbench gates: {NO_BASELINE} (looked in {self.history.where}); gates pass")
+            bench = self.config._benchmarksession
+            saving = "this run is saved as the first" if bench.save or bench.autosave else SAVE_HINT
+            tr.write_line(f"mlpbench gates: no baseline yet in {self.history.where}; {saving}; gates pass")
         for line in table(self.verdicts):
             tr.write_line(line)
         for problem in self.problems:

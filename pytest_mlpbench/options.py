@@ -167,11 +167,25 @@ OPTIONS = [
            str, "ml.m5.large", "TYPE"),
     Option("remote_poll", "Seconds between status polls of a kubeflow or sagemaker run (default: 2).",
            positive_float, 2.0, "SECONDS"),
+    # -- container options --
+    Option("container_engine", "Container engine of kubeflow-docker and sagemaker-local: auto (the user's Docker "
+           "engine where $DOCKER_HOST or /var/run/docker.sock answers, else a Podman API service started for the "
+           "session), docker or podman (default: auto).", choice("auto", "docker", "podman"), "auto", "ENGINE"),
+    Option("docker_host", "Docker API endpoint for the container architectures, e.g. unix:///var/run/docker.sock "
+           "(default: $DOCKER_HOST, then the default socket).", str, None, "URL"),
+    Option("container_image", "Image of the container architectures' steps, with python3, kfp and "
+           "pytest-mlpbench and the workloads (default: one built locally from Debian, cached).", str, None, "IMAGE"),
+    Option("image_cache", "Directory of the locally built images, reused between sessions by content hash "
+           "(default: ~/.cache/mlpbench).", str, None, "DIR"),
     # -- dvc and mlflow options --
     Option("mlflow_uri", "Log every measured run to MLflow: a tracking server http://HOST:PORT, a store "
            "sqlite:///PATH.db, or a directory (one experiment per workload, one MLflow run per architecture "
            "and round, the figures as metrics, the per-step table and plots as artifacts).",
            parse_tracking_uri, None, "URI"),
+    Option("mlflow_fanout", "How the mlflow architecture runs the tasks of a fan-out step: concurrent "
+           "(mlflow.projects.run(synchronous=False): one `mlflow run` process per task, side by side) or serial "
+           "(synchronous=True, one after another) (default: concurrent).",
+           choice("concurrent", "serial"), "concurrent", "MODE"),
     # -- captioning and report options --
     Option("caption_model", "Local Hugging Face image-to-text checkpoint directory for the captioning "
            "workload, used instead of the default captioner; needs 'transformers', nothing is downloaded "

@@ -101,7 +101,7 @@ def _timeline(workload: str, by_label: dict[str, list[dict]]):
     palette = plt.get_cmap("tab10")
     colour = {step: palette(i % 10) for i, step in enumerate(steps)}
     heights = [max(len(run["steps"]), 1) * 0.3 + 0.9 for run in runs.values()]
-    fig, axes = plt.subplots(len(runs), 1, figsize=(10, sum(heights) + 0.8), sharex=True, squeeze=False,
+    fig, axes = plt.subplots(len(runs), 1, figsize=(10, sum(heights) + 0.6 * len(runs) + 0.8), squeeze=False,
                              gridspec_kw={"height_ratios": heights})
     for ax, (name, run) in zip(axes[:, 0], runs.items()):
         rows = run["steps"]
@@ -110,12 +110,16 @@ def _timeline(workload: str, by_label: dict[str, list[dict]]):
         ax.set_yticks(range(len(rows)), [_task_name(r) for r in rows], fontsize=8)
         ax.set_ylim(len(rows) - 0.5, -0.5)
         ax.axvline(run["wall_s"], color="black", linestyle="--", linewidth=1)
+        ax.set_xlim(0, run["wall_s"] * 1.02)
+        ax.set_xlabel("seconds since submit", fontsize=8)
+        ax.tick_params(axis="x", labelsize=8)
         ax.set_title(f"{name}: wall {run['wall_s']:.2f} s, startup {run['startup_s'] or 0:.2f} s ({run['run_id']})",
                      fontsize=9, loc="left")
-    axes[-1, 0].set_xlabel("seconds since the harness submitted the run (dashed line: run finished)")
     handles = [plt.Rectangle((0, 0), 1, 1, color=colour[s]) for s in steps]
     fig.legend(handles, steps, loc="upper right", ncol=len(steps), fontsize=8, frameon=False)
-    fig.suptitle(f"{workload}: steps of one run per architecture (the median-wall run)", x=0.02, ha="left")
+    fig.suptitle(f"{workload}: steps of the median-wall run per architecture\n"
+                 "(each on its own time axis, from the harness's submit; dashed line: run finished)",
+                 x=0.02, ha="left", fontsize=10)
     fig.tight_layout()
     return fig
 

@@ -94,7 +94,10 @@ class BenchSession:
             traceparent=self.telemetry.new_traceparent() if self.telemetry else None,
         )
         outcome, error = "passed", None
-        monitor = Monitor(self.settings.sample_interval).start()
+        monitor = Monitor(self.settings.sample_interval)
+        for pid in arch.watch_pids():
+            monitor.watch(pid)
+        monitor.start()
         run = Run(spec=spec, workload=workload, dir=run_dir, timeout_s=self.settings.timeout)
         submit_ns = time.time_ns()
         try:

@@ -199,10 +199,13 @@ def project(pytester, monkeypatch):
 
 
 def test_first_run_has_no_baseline_and_passes_then_an_unchanged_run_passes(project):
-    first = project.run()
+    first = project.run(save=False)
     assert first.ret == 0
-    first.stdout.fnmatch_lines(["*no baseline yet; this run can be saved with --benchmark-autosave*",
+    first.stdout.fnmatch_lines(["*no baseline yet in *; this run can be saved with --benchmark-autosave; gates pass",
                                 "*test_linear.py::test_linear[[]injected[]]*overhead_s*median*+0.1*new (passes)*"])
+    saved = project.run()
+    assert saved.ret == 0
+    saved.stdout.fnmatch_lines(["*no baseline yet in *; this run is saved as the first; gates pass"])
     again = project.run()
     assert again.ret == 0, again.stdout.str()
     again.stdout.fnmatch_lines(["*mlpbench gates (baseline: 0001_*; alpha 0.05)*"])

@@ -209,6 +209,7 @@ class Session:
     def __init__(self, path: Path, proc: subprocess.CompletedProcess, leftovers: list):
         self.path, self.proc, self.leftovers = path, proc, leftovers
         self.output = proc.stdout + proc.stderr
+        (path / "output.txt").write_text(self.output)
         self.records = [json.loads(line) for line in (path / "results" / "runs.jsonl").read_text().splitlines()]
 
     def record(self, arch: str, workload: str) -> dict:
@@ -268,10 +269,11 @@ def test_fanout_flow_runs_for_real(session, arch):
 def test_failing_step_fails_the_benchmark_with_metaflows_error(session):
     record = session.record("metaflow-local", "failing")
     assert record["outcome"] == "failed"
-    assert "failed in " in record["error"] and "/fail/" in record["error"]
+    assert re.match(r"Metaflow run of MlpbenchFailingFlow failed in \d+/fail/\d+: RuntimeError: this step fails",
+                    record["error"]), record["error"]
     assert "RuntimeError: this step fails on purpose" in record["error"]
     assert [(s["step"], s["outcome"]) for s in record["steps"]] == [("begin", "passed"), ("fail", "failed")]
-    assert "test_failing[metaflow-local] - Failed: metaflow-local / failing" in session.output
+    assert re.search(r"FAILED \S*test_failing\[metaflow-local\] - .*metaflow-local / failing", session.output)
     assert "RuntimeError: this step fails on purpose" in session.output
     assert re.search(r"\b1 failed, 3 passed\b", session.output), session.output
 
@@ -279,3 +281,18 @@ def test_failing_step_fails_the_benchmark_with_metaflows_error(session):
 def test_no_metaflow_process_is_left_behind(session):
     assert session.proc.returncode == 1  # the failing benchmark
     assert session.leftovers == []
+
+
+def test_timeout_kills_the_runtime_and_its_tasks(bench, monkeypatch):
+    tmp = bench.path / "tmp"
+    tmp.mkdir()
+    monkeypatch.setenv("TMPDIR", str(tmp))  # the session directory, so leftovers can be found
+    bench.tests()
+    result = bench.run("--mlpbench-arch=metaflow-local", "--mlpbench-rounds=1", "--mlpbench-timeout=3")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*timeout: Metaflow run of MlpbenchLinearFlow: run exceeded --mlpbench-timeout=3s*"])
+    (record,) = bench.runs()
+    assert record["outcome"] == "timeout" and 3 <= record["wall_s"] < 10
+    leftovers = [p.info for p in psutil.process_iter(["pid", "cmdline"])
+                 if any(str(tmp) in arg for arg in p.info["cmdline"] or [])]
+    assert leftovers == []

@@ -4,9 +4,17 @@ import subprocess
 import sys
 import time
 
+import psutil
+import pytest
+
 from pytest_mlpbench.monitor import Monitor
 
 GRANDCHILD = "import subprocess, sys; subprocess.run([sys.executable, '-c', 'import time; time.sleep(0.6)'])"
+
+
+def cpu_s(pid: int) -> float:
+    times = psutil.Process(pid).cpu_times()
+    return times.user + times.system
 
 
 def open_fds() -> int:
@@ -29,13 +37,16 @@ def test_server_alive_across_the_run_is_charged_only_for_the_run():
     )
     try:
         time.sleep(1.0)  # the server burns CPU before the run: not the run's
+        before = cpu_s(server.pid)
         monitor = Monitor(0.1).start()
         time.sleep(1.0)
         usage = monitor.stop()
+        truth = cpu_s(server.pid) - before
     finally:
         server.kill()
         server.wait()
-    assert 0.3 < usage.cpu_s < 0.7  # about half of one core for one second
+    assert truth > 0.05
+    assert usage.cpu_s == pytest.approx(truth, abs=0.05)  # plus this process's own few milliseconds
     assert usage.processes == 0  # started before the run
 
 
@@ -46,3 +57,29 @@ def test_samples_cover_the_run_at_the_interval():
     assert 8 <= len(usage.samples) <= 12
     assert all(b.t_s > a.t_s for a, b in zip(usage.samples, usage.samples[1:]))
     assert usage.monitor_cpu_s < 0.5
+
+
+ORPHAN = (
+    "import subprocess, sys\n"
+    "code = 'import time\\ns = time.process_time()\\nwhile time.process_time() - s < 3: pass'\n"
+    "print(subprocess.Popen([sys.executable, '-c', code], start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).pid)\n"
+)
+
+
+def test_watched_process_outside_the_tree_is_measured():
+    pid = int(subprocess.run([sys.executable, "-c", ORPHAN], capture_output=True, text=True, check=True).stdout)
+    try:
+        before = cpu_s(pid)
+        unwatched = Monitor(0.05).start()
+        time.sleep(0.5)
+        assert unwatched.stop().cpu_s < 0.05 < cpu_s(pid) - before  # a busy process, but not ours
+        before = cpu_s(pid)
+        monitor = Monitor(0.05)
+        monitor.watch(pid)
+        monitor.start()
+        time.sleep(1.0)
+        usage = monitor.stop()
+        truth = cpu_s(pid) - before
+    finally:
+        os.kill(pid, 9)
+    assert usage.cpu_s == pytest.approx(truth, abs=0.05)

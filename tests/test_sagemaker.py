@@ -200,7 +200,9 @@ def test_benchmarks_skip_sagemaker_and_kubeflow_with_reasons(pytester, no_aws, m
         str(REPO / "benchmarks"), "--mlpbench-arch=sagemaker,kubeflow", "-p", "no:cacheprovider", "-rs",
         f"--mlpbench-results={pytester.path / 'results'}")
     assert result.ret == 0
-    result.assert_outcomes(skipped=2)
+    outcomes = result.parseoutcomes()
+    assert outcomes.get("failed", 0) == 0 and outcomes.get("errors", 0) == 0
+    assert outcomes["skipped"] >= 2  # training on each; other suites may add more
     result.stdout.fnmatch_lines_random([
         "*sagemaker: AWS is not configured; missing AWS credentials*",
         "*kubeflow: no KFP endpoint configured; set --mlpbench-kubeflow-host=URL*",

@@ -15,6 +15,7 @@ import pytest
 
 from pytest_mlpbench import Step, Workload
 from pytest_mlpbench.events import execute_step, read_events, step_span
+from pytest_mlpbench.options import new_file
 from pytest_mlpbench.otlp_file import attributes, read_otlp_json
 from pytest_mlpbench.workload import RunSpec
 
@@ -112,9 +113,8 @@ def roots_and_children(spans, runs):
 
 @pytest.mark.parametrize("arch", ["inprocess", "subprocess", *FRAMEWORKS])
 def test_every_step_is_a_child_span_of_its_run(bench, arch):
-    result = run_bench(bench, arch, "--mlpbench-otel-file=otel.jsonl")
-    result.assert_outcomes(passed=1)
-    spans, _ = read_otlp_json(bench.path / "otel.jsonl")
+    run_bench(bench, arch, "--mlpbench-otel-file=otel.jsonl").assert_outcomes(passed=1)
+    spans, metrics = read_otlp_json(bench.path / "otel.jsonl")
     runs = bench.runs()
     assert len([s for s in spans if not s.get("parentSpanId")]) == len(runs) >= 1
     for run, root, children in roots_and_children(spans, runs):
@@ -139,14 +139,13 @@ def test_every_step_is_a_child_span_of_its_run(bench, arch):
             assert abs(end - start - row["duration_s"] * 1e9) <= 1000
             assert attrs["process.pid"] == row["pid"] and attrs["host.name"] == row["host"]
             assert attrs["mlpbench.outcome"] == "passed"
+    check_metrics(metrics, [r for r in runs if not r["warmup"]], arch)
 
 
-def test_metrics_come_from_the_monitor_and_the_record(bench):
-    run_bench(bench, "subprocess", "--mlpbench-otel-file=otel.jsonl", "--mlpbench-rounds=2").assert_outcomes(passed=1)
-    _, metrics = read_otlp_json(bench.path / "otel.jsonl")
-    runs = bench.runs()
+def check_metrics(metrics, runs, arch):
+    """The monitor's and the record's figures, as the file holds them."""
     last = {m["name"]: m for m in metrics}  # cumulative: the last export holds the totals
-    want = {"mlpbench.architecture": "subprocess", "mlpbench.workload": "fanout", "mlpbench.scale": "smoke"}
+    want = {"mlpbench.architecture": arch, "mlpbench.workload": "fanout", "mlpbench.scale": "smoke"}
 
     def points(name):
         data = last[name].get("sum") or last[name].get("histogram") or last[name].get("gauge")
@@ -158,55 +157,53 @@ def test_metrics_come_from_the_monitor_and_the_record(bench):
     io = {attributes(p["attributes"])["disk.io.direction"]: int(p["asInt"]) for p in points("process.disk.io")}
     assert io == {"read": sum(r["io_read_bytes"] for r in runs), "write": sum(r["io_write_bytes"] for r in runs)}
     (wall,) = points("mlpbench.run.wall")
-    assert int(wall["count"]) == 2 and wall["sum"] == pytest.approx(sum(r["wall_s"] for r in runs))
+    assert int(wall["count"]) == len(runs) and wall["sum"] == pytest.approx(sum(r["wall_s"] for r in runs))
     (total,) = points("mlpbench.workload.total")
-    assert total["sum"] == 2 * 14.0  # the fanout workload's own metric: 1 + 4 + 9 per run
-    memory = [m for m in metrics if m["name"] == "process.memory.usage"]
-    assert len(memory) == 2  # one series per run, a point per monitor sample at the sample's time
-    for run in runs:
-        (series,) = [m["gauge"]["dataPoints"] for m in memory
-                     if int(m["gauge"]["dataPoints"][0]["startTimeUnixNano"]) == run["submit_ns"]]
+    assert total["sum"] == len(runs) * 14.0  # the fanout workload's own metric: 1 + 4 + 9 per run
+    memory = [m["gauge"]["dataPoints"] for m in metrics if m["name"] == "process.memory.usage"]
+    assert len(memory) == len(runs)  # one series per run, a point per monitor sample at the sample's time
+    for run, series in zip(runs, memory):
         with open(run["series"]) as f:
             samples = list(csv.DictReader(f))
         assert [int(p["asInt"]) for p in series] == [int(s["rss_bytes"]) for s in samples]
         assert all(run["submit_ns"] < int(p["timeUnixNano"]) < run["end_ns"] + 10**9 for p in series)
 
 
-def test_a_failed_run_and_step_are_errors(bench):
-    bench.tests("def test_failing(mlpbench):\n    mlpbench.run('failing')\n")
-    bench.run("--mlpbench-arch=inprocess", "--mlpbench-rounds=1", "--mlpbench-otel-file=otel.jsonl")
+def test_failed_runs_are_errors_and_console_prints_at_the_end(bench):
+    bench.tests("def test_linear(mlpbench):\n    mlpbench.run('linear')\n\n\n"
+                "def test_failing(mlpbench):\n    mlpbench.run('failing')\n")
+    result = bench.run("--mlpbench-arch=inprocess", "--mlpbench-rounds=1", "--mlpbench-otel=console",
+                       "--mlpbench-otel-file=otel.jsonl")
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(["*mlpbench: telemetry: exported 2 run(s)*", '*"name": "middle"*',
+                                 '*"name": "process.memory.usage"*'])
     spans, _ = read_otlp_json(bench.path / "otel.jsonl")
-    (root,) = [s for s in spans if not s.get("parentSpanId")]
+    (root,) = [s for s in spans if not s.get("parentSpanId") and s["name"] == "failing on inprocess"]
     assert root["status"]["code"] == 2 and root["status"]["message"].startswith("failed:")
     assert attributes(root["attributes"])["mlpbench.outcome"] == "failed"
     steps = {s["name"]: s for s in spans if s.get("parentSpanId") == root["spanId"]}
     assert set(steps) == {"begin", "fail"}
     assert steps["begin"]["status"].get("code", 0) == 0
     assert steps["fail"]["status"]["code"] == 2 and "fails on purpose" in steps["fail"]["status"]["message"]
+    assert attributes(steps["fail"]["attributes"])["mlpbench.outcome"] == "failed"
 
 
-def test_console_exporter_prints_at_the_end(bench):
-    bench.tests("def test_linear(mlpbench):\n    mlpbench.run('linear')\n")
-    result = bench.run("--mlpbench-arch=inprocess", "--mlpbench-rounds=1", "--mlpbench-otel=console")
-    result.assert_outcomes(passed=1)
-    result.stdout.fnmatch_lines(["*mlpbench: telemetry: exported 1 run(s)*", '*"name": "middle"*',
-                                 '*"name": "process.memory.usage"*'])
-
-
-@pytest.mark.parametrize("args, env, message", [
-    (["--mlpbench-otel=jaeger"], {}, "*--mlpbench-otel='jaeger': valid values are none, console, otlp*"),
-    (["--mlpbench-otel-file=/no/such/dir/t.jsonl"], {}, "*--mlpbench-otel-file=*no such directory: /no/such/dir*"),
-    (["--mlpbench-otel=otlp"], {"OTEL_EXPORTER_OTLP_PROTOCOL": "http/json"},
-     "*OTEL_EXPORTER_OTLP_PROTOCOL='http/json' is not supported; valid: http/protobuf, grpc*"),
-])
-def test_bad_telemetry_settings_are_usage_errors(bench, monkeypatch, args, env, message):
-    for name, value in env.items():
-        monkeypatch.setenv(name, value)
+def test_an_unsupported_otlp_protocol_is_a_usage_error(bench, monkeypatch):
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json")
     bench.tests()
-    result = bench.run(*args)
+    result = bench.run("--mlpbench-otel=otlp")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines([message])
+    result.stderr.fnmatch_lines(["*OTEL_EXPORTER_OTLP_PROTOCOL='http/json' is not supported; "
+                                 "valid: http/protobuf, grpc*"])
     assert "Traceback" not in result.stderr.str()
+
+
+def test_otel_file_must_be_a_file_in_a_directory(tmp_path):
+    assert new_file(str(tmp_path / "t.jsonl")) == str(tmp_path / "t.jsonl")
+    with pytest.raises(ValueError, match="no such directory: /no/such"):
+        new_file("/no/such/t.jsonl")
+    with pytest.raises(ValueError, match="is a directory"):
+        new_file(str(tmp_path))
 
 
 # -- real OTLP receivers on 127.0.0.1 --

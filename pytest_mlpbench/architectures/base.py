@@ -59,6 +59,11 @@ class Architecture:
         """Versions of the framework packages this architecture runs on."""
         return {}
 
+    def watch_pids(self) -> list[int]:
+        """Processes outside the test's own tree whose descendants run this
+        architecture's work (a container engine's), for the monitor to watch."""
+        return []
+
 
 def step_environment(events_path: str | os.PathLike, traceparent: str | None = None) -> dict[str, str]:
     """Variables a step process needs: the event sink, an import path that finds

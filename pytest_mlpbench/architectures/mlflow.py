@@ -7,7 +7,8 @@ directory; telemetry is off.
 
 Steps run synchronously in the test process, as a driver script would run
 them; the tasks of a fan-out step are submitted with ``synchronous=False``
-(MLflow then starts one ``mlflow run`` process per task) and run side by side.
+(MLflow then starts one ``mlflow run`` process per task) and run side by side,
+or with ``--mlpbench-mlflow-fanout=serial`` synchronously one after another.
 The tracking URI and the step environment are set only while a run is under
 way and put back after, so nothing else in the test process sees them.
 """
@@ -61,7 +62,8 @@ class MlflowProjects(Architecture):
         project = self._project(workload)
         spec_file = run.dir / "spec.json"
         spec_file.write_text(run.spec.to_json())
-        driver = Driver(run, project, spec_file)
+        fanout = self.options.get("mlflow_fanout", "concurrent") if self.options else "concurrent"
+        driver = Driver(run, project, spec_file, concurrent=fanout == "concurrent")
         with tracking(self.uri, run.env), Watchdog(run, str(spec_file)) as watchdog:
             driver.experiment_id = self._experiment(mlflow, workload)
             parent = mlflow.start_run(experiment_id=driver.experiment_id, run_name=run.spec.run_id,
@@ -130,8 +132,9 @@ def tracking(uri: str, env):
 class Driver:
     """Runs one benchmark run's steps as MLflow project runs."""
 
-    def __init__(self, run, project: Path, spec_file: Path):
+    def __init__(self, run, project: Path, spec_file: Path, concurrent: bool = True):
         self.run = run
+        self.concurrent = concurrent
         self.project = project
         self.spec_file = spec_file
         self.experiment_id: str | None = None
@@ -145,7 +148,7 @@ class Driver:
             inputs_file = self.run.dir / f"{step.name}.inputs.json"
             write_json_atomic(inputs_file, inputs)
             if step.foreach:
-                outputs[step.name] = self.fan_out(step, inputs, inputs_file)
+                outputs[step.name] = self.fan_out(step, inputs, inputs_file, watchdog)
             else:
                 outputs[step.name] = self.one(step, inputs_file, watchdog)
 
@@ -165,10 +168,10 @@ class Driver:
                                    experiment_id=self.experiment_id, env_manager="local",
                                    synchronous=synchronous, run_name=name)
 
-    def one(self, step, inputs_file: Path, watchdog) -> dict:
+    def one(self, step, inputs_file: Path, watchdog, index: int | None = None) -> dict:
         from mlflow.exceptions import ExecutionException
 
-        params, out = self.params(step.name, inputs_file)
+        params, out = self.params(step.name, inputs_file, index)
         try:
             self.submit(step.name, params, synchronous=True)
         except ExecutionException as exc:
@@ -177,8 +180,11 @@ class Driver:
             raise RunFailed(f"step {step.name!r}: {exc}{self.step_error(step.name)}") from None
         return read_json(out)
 
-    def fan_out(self, step, inputs, inputs_file: Path) -> list[dict]:
-        tasks = [self.params(step.name, inputs_file, i) for i in range(len(fanout_items(step, inputs)))]
+    def fan_out(self, step, inputs, inputs_file: Path, watchdog) -> list[dict]:
+        indices = range(len(fanout_items(step, inputs)))
+        if not self.concurrent:
+            return [self.one(step, inputs_file, watchdog, index) for index in indices]
+        tasks = [self.params(step.name, inputs_file, i) for i in indices]
         submitted = []
         try:
             for params, _ in tasks:

@@ -20,8 +20,8 @@ def shard_ranges(images: int, shards: int) -> list[list[int]]:
     width is the ``shards`` parameter exactly, so static DAGs know it up front."""
     if images < 1 or shards < 1:
         raise ValueError(f"images ({images}) and shards ({shards}) must be 1 or more")
-    bounds = np.linspace(0, images, shards + 1).round().astype(int)
-    return [[int(a), int(b)] for a, b in zip(bounds[:-1], bounds[1:])]
+    bounds = [i * images // shards for i in range(shards + 1)]
+    return [[a, b] for a, b in zip(bounds[:-1], bounds[1:])]
 
 
 def load_model(ctx) -> dict:
@@ -43,14 +43,14 @@ def load_model(ctx) -> dict:
 
 def caption(ctx, item, model, model_kind, scenes, truth) -> dict:
     start, end = item
-    images = np.load(scenes, mmap_mode="r")[start:end]
+    images = np.array(np.load(scenes, mmap_mode="r")[start:end])  # this shard only, as a writable copy
     batch = ctx.params["batch_size"]
     if model_kind == "hf":
-        captions = hf.caption(model, np.ascontiguousarray(images), batch)
+        captions = hf.caption(model, images, batch)
     else:
         net, vocab, length = train.load(model)
         captions = [c for i in range(0, len(images), batch)
-                    for c in train.caption(net, vocab, length, np.ascontiguousarray(images[i : i + batch]))]
+                    for c in train.caption(net, vocab, length, images[i : i + batch])]
     path = ctx.artifacts / f"captions-{start:06d}-{end:06d}.json"
     path.write_text(json.dumps(captions))
     return {"captions": str(path), "count": len(captions)}

@@ -80,5 +80,77 @@ def local_dag(workload: Workload, max_active_runs: int = 4) -> str:
                          max_active_runs=max_active_runs, body="\n".join(lines))
 
 
+_KUBERNETES = _HEADER + '''
+from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
+from airflow.sdk import dag, task
+from kubernetes.client import models as k8s
+
+POD = dict(
+    namespace={namespace!r},
+    image={image!r},
+    cluster_context={context!r},
+    in_cluster=False,
+    cmds=["python", "-m", "pytest_mlpbench.architectures.airflow.podtask"],
+    volumes=[k8s.V1Volume(name="mlpbench",
+                          persistent_volume_claim=k8s.V1PersistentVolumeClaimVolumeSource(claim_name={volume!r}))],
+    volume_mounts=[k8s.V1VolumeMount(name="mlpbench", mount_path="/mlpbench")],
+    do_xcom_push=True,
+    get_logs=True,
+    on_finish_action="delete_pod",
+    retries=0,
+)
+CONF = "{{{{ dag_run.conf['mlpbench'] | tojson }}}}"
+
+
+@task(retries=0)
+def mlpbench_fanout(step, key, upstream):
+    """The pod arguments of each task of fan-out step ``step``: one per element of ``key``."""
+    items = [v for out in upstream.values() for k, v in out["outputs"].items() if k == key]
+    return [["--step", step, "--index", str(i)] for i in range(len(items[0]) if items else 0)]
+
+
+@dag(dag_id={dag_id!r}, schedule=None, catchup=False, is_paused_upon_creation=False,
+     max_active_runs=4, tags=["mlpbench"])
+def pipeline():
+{body}
+
+
+pipeline()
+'''
+
+
+def pod_name(step_name: str) -> str:
+    """A DNS-1123 pod name prefix (the operator adds a random suffix)."""
+    return ("mlpbench-" + re.sub(r"[^a-z0-9-]+", "-", step_name.lower())).strip("-")[:50]
+
+
+def _upstream_template(workload: Workload, step) -> str:
+    """Jinja that renders to a JSON object of the upstream steps' pod results
+    (a list of them for a fan-out step)."""
+    parts = []
+    for need in step.needs:
+        as_list = " | list" if workload.step(need).foreach else ""
+        parts.append(f'"{need}": {{{{ ti.xcom_pull(task_ids={need!r}){as_list} | tojson }}}}')
+    return "{" + ", ".join(parts) + "}"
+
+
 def kubernetes_dag(workload: Workload, *, context: str, namespace: str, image: str, volume: str) -> str:
-    raise NotImplementedError
+    """The source of a DAG file with one KubernetesPodOperator task per step."""
+    fanout_feeds(workload)  # the same shapes as the local DAG
+    var = {step.name: f"t{i}" for i, step in enumerate(workload.steps)}
+    lines = []
+    for step in workload.steps:
+        env = f'{{"MLPBENCH_CONF": CONF, "MLPBENCH_UPSTREAM": {_upstream_template(workload, step)!r}}}'
+        common = f"task_id={step.name!r}, name={pod_name(step.name)!r}, env_vars={env}, **POD"
+        if step.foreach:
+            upstream = "{" + ", ".join(f"{n!r}: {var[n]}.output" for n in step.needs) + "}"
+            items = f"mlpbench_fanout.override(task_id={step.name + '_items'!r})(step={step.name!r}, " \
+                    f"key={step.foreach!r}, upstream={upstream})"
+            lines.append(f"    {var[step.name]} = KubernetesPodOperator.partial({common}).expand(arguments={items})")
+        else:
+            lines.append(f"    {var[step.name]} = KubernetesPodOperator({common}, arguments=['--step', {step.name!r}])")
+        if step.needs:
+            lines.append(f"    [{', '.join(var[n] for n in step.needs)}] >> {var[step.name]}")
+    return _KUBERNETES.format(name=workload.name, ref=workload.ref, dag_id=dag_id(workload, "mlpbench_k8s"),
+                              namespace=namespace, image=image, context=context, volume=volume,
+                              body="\n".join(lines))

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import importlib.util
 
+from ...events import append_event
 from ..base import Unavailable
 from . import AirflowLocal
-from .dags import kubernetes_dag
+from .client import AirflowError
+from .dags import dag_id, kubernetes_dag
 
 PROVIDER = "apache-airflow-providers-cncf-kubernetes"
 
@@ -37,6 +39,27 @@ class AirflowKubernetes(AirflowLocal):
         return kubernetes_dag(workload, context=self.option("airflow_kube_context"),
                               namespace=self.option("airflow_kube_namespace") or "default",
                               image=self.option("airflow_kube_image"), volume=self.option("airflow_kube_volume"))
+
+    def run(self, workload, run) -> None:
+        ident = dag_id(workload, "mlpbench_k8s")
+        self.driver.ensure_dag(ident, self.dag_source(workload), run)
+        try:
+            self.driver.run(ident, run)
+        finally:
+            self._ship_events(ident, workload, run)
+
+    def _ship_events(self, ident: str, workload, run) -> None:
+        """Pods cannot write the local event sink: their events come back in their XCom."""
+        steps = {step.name for step in workload.steps}
+        for step, index in list(run.task_info):
+            if step not in steps:
+                continue
+            try:
+                result = self.server.client.xcom(ident, run.spec.run_id, step, -1 if index is None else index)
+            except AirflowError:
+                continue  # a failed pod pushed nothing; its event is in its log
+            for event in (result or {}).get("events", []):
+                append_event(run.spec.events, event)
 
 
 def kube_contexts() -> list[str]:

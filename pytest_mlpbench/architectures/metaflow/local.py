@@ -86,8 +86,8 @@ class MetaflowLocal(Architecture):
             with contextlib.suppress(Exception):  # the error in hand matters more than missing timings
                 self._collect(workload, run, run_id_file)
             headline = failure_summary(run.logs[-1]) if run.logs else None
-            where = f" in {headline}" if headline else ""
-            raise type(exc)(f"Metaflow run of {flow_class_name(workload)} failed{where}\n{exc}") from None
+            where = f" failed in {headline}" if headline else ""
+            raise type(exc)(f"Metaflow run of {flow_class_name(workload)}{where}: {exc}") from None
         self._collect(workload, run, run_id_file)
 
     def _collect(self, workload, run, run_id_file: Path) -> None:

@@ -1,0 +1,208 @@
+"""The session's container engine, reached through the Docker API.
+
+The user's Docker engine where ``$DOCKER_HOST`` (or ``--mlpbench-docker-host``)
+or the default socket answers; otherwise a Podman API service started for the
+session, its whole state (storage, run root, configuration, networks) under
+the session directory, stopped at the end with every container and mount it
+made. Every container we start carries the label ``mlpbench.session``.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..architectures.base import Unavailable, kill_group, tail
+
+DEFAULT_SOCKET = "unix:///var/run/docker.sock"
+SESSION_LABEL = "mlpbench.session"
+PING_TIMEOUT_S = 5.0
+START_TIMEOUT_S = 30.0
+CLI_TIMEOUT_S = 60.0
+#: Podman 4.3 on a hybrid cgroup v1/v2 host: crun fails, and the default
+#: ulimits make runc's setrlimit fail with "Operation not permitted".
+CONTAINERS_CONF = """\
+[containers]
+default_ulimits = ["nofile=20000:20000", "nproc=32768:32768"]
+netns = "host"
+log_driver = "k8s-file"
+
+[engine]
+runtime = "runc"
+cgroup_manager = "cgroupfs"
+events_logger = "file"
+events_logfile_path = "{dir}/events.log"
+tmp_dir = "{dir}/tmp"
+volume_path = "{dir}/root/volumes"
+
+[network]
+network_config_dir = "{dir}/networks"
+"""
+STORAGE_CONF = """\
+[storage]
+driver = "overlay"
+graphroot = "{root}"
+runroot = "{runroot}"
+
+[storage.options]
+additionalimagestores = [{stores}]
+"""
+
+
+@dataclass
+class Engine:
+    kind: str  # "docker" or "podman"
+    url: str  # Docker API endpoint, unix://...
+    dir: Path | None = None  # podman: the session's engine state
+    image_store: Path | None = None  # podman: read-only store of the cached images
+    service: subprocess.Popen | None = None
+    session_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
+
+    @property
+    def labels(self) -> dict[str, str]:
+        return {SESSION_LABEL: self.session_id}
+
+    def client(self, timeout: float = 120.0):
+        import docker
+
+        return docker.DockerClient(base_url=self.url, timeout=timeout)
+
+    def env(self) -> dict[str, str]:
+        """Variables for tools that talk to the engine (docker-compose, docker SDK)."""
+        return {"DOCKER_HOST": self.url}
+
+    def podman_env(self) -> dict[str, str]:
+        return {**os.environ, "CONTAINERS_CONF": str(self.dir / "containers.conf"),
+                "CONTAINERS_STORAGE_CONF": str(self.dir / "storage.conf")}
+
+    def pids(self) -> list[int]:
+        """Processes of the engine the monitor should watch (with their descendants)."""
+        return [self.service.pid] if self.service and self.service.poll() is None else []
+
+    def remove_containers(self, filters: dict | None = None) -> int:
+        """Force-remove this session's containers (those matching ``filters`` too)."""
+        labels = [f"{k}={v}" for k, v in self.labels.items()] + (filters or {}).get("label", [])
+        removed = 0
+        with self.client(timeout=CLI_TIMEOUT_S) as client:
+            for container in client.containers.list(all=True, filters={**(filters or {}), "label": labels}):
+                try:
+                    container.remove(force=True)
+                    removed += 1
+                except Exception:  # already gone (podman answers 500 where Docker says 404)
+                    pass
+        return removed
+
+    def close(self) -> None:
+        """Remove our containers; stop a service we started and undo its mounts."""
+        if self.kind == "docker":
+            _quietly(self.remove_containers)
+            return
+        if self.service is None:
+            return
+        _quietly(self.remove_containers)
+        kill_group(self.service)
+        self.service = None
+        _quietly(lambda: subprocess.run(self.podman_cli("rm", "--all", "--force"), env=self.podman_env(),
+                                        capture_output=True, timeout=CLI_TIMEOUT_S))
+        unmount_under(self.dir)
+
+    def podman_cli(self, *args: str, root: Path | None = None, runroot: Path | None = None) -> list[str]:
+        root = root or self.dir / "root"
+        runroot = runroot or self.dir / "runroot"
+        return ["podman", "--root", str(root), "--runroot", str(runroot), *args]
+
+
+def _quietly(fn) -> None:
+    try:
+        fn()
+    except Exception:
+        pass
+
+
+def open_engine(session_dir: Path, options=None, image_store: Path | None = None) -> Engine:
+    """The engine the options ask for; raise :class:`Unavailable` saying why not."""
+    choice = (options.get("container_engine") if options else None) or "auto"
+    host = (options.get("docker_host") if options else None) or os.environ.get("DOCKER_HOST")
+    if choice in ("auto", "docker"):
+        url = host or DEFAULT_SOCKET
+        error = ping(url)
+        if error is None:
+            return Engine("docker", url)
+        if choice == "docker":
+            raise Unavailable(f"no Docker engine answers at {url} ({error}); start it, or set "
+                              "--mlpbench-docker-host / $DOCKER_HOST, or --mlpbench-container-engine=podman")
+    return start_podman(Path(session_dir) / "podman", image_store)
+
+
+def ping(url: str) -> str | None:
+    """None when the Docker API at ``url`` answers, else why not."""
+    if url.startswith("unix://") and not os.path.exists(url[len("unix://"):]):
+        return "no such socket"
+    try:
+        import docker
+
+        with docker.DockerClient(base_url=url, timeout=PING_TIMEOUT_S) as client:
+            client.ping()
+    except Exception as exc:
+        return f"{type(exc).__name__}: {exc}"
+    return None
+
+
+def check_podman() -> None:
+    missing = [tool for tool in ("podman", "runc") if shutil.which(tool) is None]
+    if missing:
+        raise Unavailable(f"no container engine: no Docker engine answers and {' and '.join(missing)} "
+                          "not installed (apt-get install podman runc docker-compose), or set "
+                          "--mlpbench-docker-host")
+    if os.geteuid() != 0:
+        raise Unavailable("no container engine: no Docker engine answers, and Podman here runs containers "
+                          "as root only (runc on a hybrid cgroup setup); run as root or set --mlpbench-docker-host")
+
+
+def write_podman_config(state: Path, image_store: Path | None) -> None:
+    for sub in ("root", "runroot", "tmp", "networks"):
+        (state / sub).mkdir(parents=True, exist_ok=True)
+    (state / "containers.conf").write_text(CONTAINERS_CONF.format(dir=state))
+    stores = f'"{image_store}"' if image_store and (image_store / "overlay-images").is_dir() else ""
+    (state / "storage.conf").write_text(STORAGE_CONF.format(root=state / "root", runroot=state / "runroot",
+                                                            stores=stores))
+
+
+def start_podman(state: Path, image_store: Path | None = None) -> Engine:
+    """Start ``podman system service`` on a socket under ``state``."""
+    check_podman()
+    write_podman_config(state, image_store)
+    socket = state / "podman.sock"
+    engine = Engine("podman", f"unix://{socket}", dir=state, image_store=image_store)
+    log = state / "service.log"
+    with open(log, "ab") as out:
+        engine.service = subprocess.Popen(
+            engine.podman_cli("system", "service", "--time=0", engine.url), env=engine.podman_env(),
+            stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while (error := ping(engine.url)) is not None:
+        if engine.service.poll() is not None or time.monotonic() > deadline:
+            engine.close()
+            raise Unavailable(f"the Podman API service did not answer at {engine.url} ({error}):\n{tail(log, 10)}")
+        time.sleep(0.1)
+    return engine
+
+
+def unmount_under(path: Path | None) -> list[str]:
+    """Lazily unmount every mount point under ``path``, deepest first."""
+    if path is None:
+        return []
+    prefix = str(Path(path).resolve())
+    points = [p for p in mount_points() if p == prefix or p.startswith(prefix + "/")]
+    for point in sorted(points, key=len, reverse=True):
+        subprocess.run(["umount", "-l", point], capture_output=True, timeout=CLI_TIMEOUT_S)
+    return points
+
+
+def mount_points() -> list[str]:
+    with open("/proc/mounts") as mounts:
+        return [line.split()[1].replace("\\040", " ") for line in mounts]

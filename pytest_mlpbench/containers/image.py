@@ -1,0 +1,199 @@
+"""The steps' image, built locally with no registry and cached by content hash.
+
+Three layers, each named by a hash of what goes into it:
+
+1. ``rootfs-<hash>.tar``: a minimal Debian (``debootstrap --variant=minbase``)
+   with python3 and pip, imported as an image (slow: minutes; cached as a tar).
+2. ``mlpbench-base:<hash>``: that plus kfp (the KFP executor runs in the task
+   container) from the package index, pinned by requirements/constraints.txt
+   (cached as a ``docker save`` tar, loaded into a fresh Podman store).
+3. ``mlpbench-steps:<hash>``: that plus the project source (pytest_mlpbench,
+   workloads, tests/fakes.py) under /opt/mlpbench (seconds; rebuilt on any change).
+"""
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import io
+import os
+import shutil
+import subprocess
+import tarfile
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+from ..architectures.base import RunFailed
+from .engine import Engine, unmount_under
+
+SUITE = "bookworm"
+MIRROR = os.environ.get("MLPBENCH_DEBIAN_MIRROR", "http://deb.debian.org/debian")
+PACKAGES = ("python3", "python3-pip", "ca-certificates")
+CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
+ROOT = Path(__file__).resolve().parents[2]  # the project checkout
+SOURCES = ("pytest_mlpbench", "workloads", "tests/fakes.py")
+BUILD_TIMEOUT_S = 1200
+APP_DIR = "/opt/mlpbench"
+
+BASE_FILE = f"""\
+FROM {{rootfs}}
+COPY ca-certificates.crt /etc/ssl/certs/ca-certificates.crt
+COPY constraints.txt /tmp/constraints.txt
+RUN PIP_CERT=/etc/ssl/certs/ca-certificates.crt python3 -m pip install --no-cache-dir --break-system-packages \\
+    -c /tmp/constraints.txt kfp=={{kfp}} && rm /tmp/constraints.txt
+"""
+APP_FILE = f"""\
+FROM {{base}}
+COPY src {APP_DIR}
+ENV PYTHONPATH={APP_DIR}:{APP_DIR}/tests PYTHONDONTWRITEBYTECODE=1
+WORKDIR /tmp
+"""
+
+
+def default_cache() -> Path:
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "mlpbench"
+
+
+def digest(*parts: bytes | str) -> str:
+    h = hashlib.sha256()
+    for part in parts:
+        h.update(part.encode() if isinstance(part, str) else part)
+        h.update(b"\0")
+    return h.hexdigest()[:16]
+
+
+def source_files() -> list[Path]:
+    files = []
+    for name in SOURCES:
+        path = ROOT / name
+        found = [path] if path.is_file() else sorted(path.rglob("*.py")) + sorted(path.rglob("*.txt"))
+        files += [f for f in found if "__pycache__" not in f.parts]
+    return files
+
+
+def kfp_version() -> str:
+    from importlib.metadata import version
+
+    return version("kfp")
+
+
+def ensure_image(engine: Engine, cache: Path | None = None, log: Path | None = None) -> str:
+    """The tag of the steps' image on ``engine``, built or loaded as needed."""
+    cache = Path(cache or default_cache())
+    cache.mkdir(parents=True, exist_ok=True)
+    with locked(cache / "build.lock"), engine.client(timeout=BUILD_TIMEOUT_S) as client:
+        base = ensure_base(client, cache, log)
+        files = source_files()
+        tag = "mlpbench-steps:" + digest(base, *(str(f.relative_to(ROOT)) for f in files),
+                                         *(f.read_bytes() for f in files))
+        if not has_image(client, tag):
+            context = {"Dockerfile": APP_FILE.format(base=base).encode()}
+            context.update({f"src/{f.relative_to(ROOT)}": f.read_bytes() for f in files})
+            build(client, context, tag, log)
+        return tag
+
+
+def ensure_base(client, cache: Path, log: Path | None) -> str:
+    constraints = ROOT / "requirements" / "constraints.txt"
+    rootfs = ensure_rootfs(cache, log)
+    rootfs_tag = "mlpbench-rootfs:" + rootfs.stem.split("-", 1)[1]
+    tag = "mlpbench-base:" + digest(rootfs.name, kfp_version(), constraints.read_bytes())
+    saved = cache / f"{tag.replace(':', '-')}.tar"
+    if has_image(client, tag):
+        return tag
+    if saved.exists():
+        with open(saved, "rb") as archive:
+            client.images.load(archive)
+        if has_image(client, tag):
+            return tag
+    if not has_image(client, rootfs_tag):
+        with open(rootfs, "rb") as archive:
+            client.api.import_image_from_data(archive, repository=rootfs_tag.split(":")[0],
+                                              tag=rootfs_tag.split(":")[1])
+    context = {"Dockerfile": BASE_FILE.format(rootfs=rootfs_tag, kfp=kfp_version()).encode(),
+               "ca-certificates.crt": Path(CA_BUNDLE).read_bytes(), "constraints.txt": constraints.read_bytes()}
+    build(client, context, tag, log)
+    partial = saved.with_suffix(".part")
+    with open(partial, "wb") as out:
+        for chunk in client.images.get(tag).save(named=True):
+            out.write(chunk)
+    partial.rename(saved)
+    return tag
+
+
+def ensure_rootfs(cache: Path, log: Path | None) -> Path:
+    """A tar of a minimal Debian root filesystem, made by debootstrap once."""
+    target = cache / f"rootfs-{digest(SUITE, MIRROR, *PACKAGES)}.tar"
+    if target.exists():
+        return target
+    if shutil.which("debootstrap") is None:
+        raise RunFailed("building the steps' image needs debootstrap (apt-get install debootstrap), "
+                        "or name an image with --mlpbench-container-image")
+    work = cache / f"{target.stem}.tmp"
+    shutil.rmtree(work, ignore_errors=True)
+    try:
+        run_logged(["debootstrap", "--variant=minbase", f"--include={','.join(PACKAGES)}", SUITE, str(work),
+                    MIRROR], log)
+        for cached in (work / "var/cache/apt/archives").glob("*.deb"):
+            cached.unlink()
+        run_logged(["tar", "-C", str(work), "--one-file-system", "--exclude=./proc/*", "--exclude=./sys/*",
+                    "--exclude=./dev/*", "-cf", str(target.with_suffix(".part")), "."], log)
+        target.with_suffix(".part").rename(target)
+    finally:
+        unmount_under(work)  # debootstrap mounts /proc and /sys inside while it runs
+        shutil.rmtree(work, ignore_errors=True)
+    return target
+
+
+def build(client, files: dict[str, bytes], tag: str, log: Path | None) -> None:
+    """Build ``tag`` from an in-memory context; host networking, so pip reaches the index
+    without a bridge network (no NAT rules, no IP forwarding)."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as context:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size, info.mtime, info.mode = len(data), 0, 0o644
+            context.addfile(info, io.BytesIO(data))
+    buffer.seek(0)
+    started = time.monotonic()
+    lines = []
+    try:
+        for chunk in client.api.build(fileobj=buffer, custom_context=True, tag=tag, network_mode="host",
+                                      rm=True, forcerm=True, decode=True, timeout=BUILD_TIMEOUT_S):
+            lines.append(chunk.get("stream") or chunk.get("error") or "")
+            if "error" in chunk:
+                raise RunFailed(f"building image {tag} failed: {chunk['error']}")
+    finally:
+        if log:
+            with open(log, "a") as out:
+                out.write("".join(lines) + f"\n[{tag}: {time.monotonic() - started:.1f}s]\n")
+    if not has_image(client, tag):
+        raise RunFailed(f"building image {tag} produced no image:\n{''.join(lines[-20:])}")
+
+
+def has_image(client, tag: str) -> bool:
+    import docker
+
+    try:
+        client.images.get(tag)
+    except docker.errors.ImageNotFound:
+        return False
+    return True
+
+
+def run_logged(cmd: list[str], log: Path | None) -> None:
+    with open(log or os.devnull, "ab") as out:
+        done = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT, timeout=BUILD_TIMEOUT_S)
+    if done.returncode:
+        raise RunFailed(f"{cmd[0]} exited {done.returncode}; see {log}")
+
+
+@contextmanager
+def locked(path: Path):
+    """One build at a time per cache directory, across sessions."""
+    with open(path, "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

@@ -1,0 +1,338 @@
+"""Airflow architectures: a real Airflow 3 (api-server, scheduler, dag-processor)
+runs the fake workloads; PostgreSQL is a real server from the system's packages."""
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+import urllib.error
+import urllib.request
+import uuid
+from pathlib import Path
+
+import psutil
+import pytest
+
+from fakes import FAILING, FANOUT, LINEAR, SLOW
+from postgres import PostgresServer, PostgresUnavailable
+from pytest_mlpbench.architectures import BUILTIN, RunTimeout, Unavailable
+from pytest_mlpbench.architectures.airflow.client import timestamp_ns
+from pytest_mlpbench.architectures.airflow.dags import dag_id, fanout_feeds, kubernetes_dag, local_dag
+from pytest_mlpbench.architectures.airflow.podtask import pod_spec, upstream_outputs
+from pytest_mlpbench.architectures.airflow.server import parse_settings, redact
+from pytest_mlpbench.architectures.base import Run
+from pytest_mlpbench.options import OPTIONS, Settings
+from pytest_mlpbench.registry import Registry
+from pytest_mlpbench.session import BenchSession
+from pytest_mlpbench.workload import RunSpec, Step, Workload, WorkloadError
+
+TESTS = Path(__file__).parent
+HAS_PROVIDER = importlib.util.find_spec("airflow.providers.cncf.kubernetes") is not None
+
+
+def make_session(tmp: Path, **values) -> BenchSession:
+    registry = Registry()
+    for entry in BUILTIN:
+        if entry.name.startswith("airflow"):
+            registry.architectures[entry.name] = entry
+    for workload in (LINEAR, FANOUT, FAILING, SLOW):
+        registry.add_workload(workload)
+    settings = Settings({**{o.name: o.default for o in OPTIONS}, "scale": "smoke", **values})
+    return BenchSession(settings, registry, tmp / "results")
+
+
+def airflow_tree(root: psutil.Process) -> list[psutil.Process]:
+    return [p for p in root.children(recursive=True) if _alive(p)]
+
+
+def listening_ports(procs: list[psutil.Process]) -> set[int]:
+    ports = set()
+    for proc in procs:
+        try:
+            ports |= {c.laddr.port for c in proc.net_connections("inet") if c.status == psutil.CONN_LISTEN}
+        except psutil.Error:
+            pass
+    return ports
+
+
+def assert_all_gone(procs: list[psutil.Process], ports: set[int]) -> None:
+    alive = [p for p in procs if _alive(p)]
+    assert not alive, f"processes left running: {[(p.pid, p.cmdline()[:3]) for p in alive]}"
+    listening = {c.laddr.port for c in psutil.net_connections("inet") if c.status == psutil.CONN_LISTEN}
+    assert not ports & listening, f"ports still listening: {ports & listening}"
+
+
+def _alive(proc: psutil.Process) -> bool:
+    try:
+        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+# -- without a server ----------------------------------------------------------------------------
+
+
+def test_local_dag_maps_the_fanout_over_the_upstream_list():
+    source = local_dag(FANOUT)
+    compile(source, "fanout.py", "exec")
+    assert "dag_id='mlpbench_fanout'" in source
+    assert ".partial(step='shard', upstream={'begin': t0['outputs']}, feeds=None).expand(item=t0)" in source
+    assert "feeds='shards'" in source  # begin returns the list the fan-out maps over
+
+
+def test_nested_fanout_is_refused_with_the_reason():
+    nested = Workload("nested", "x:Y", (Step("a", "m:f"), Step("b", "m:f", needs=("a",), foreach="xs"),
+                                          Step("c", "m:f", needs=("b",), foreach="ys")), LINEAR.scales)
+    with pytest.raises(WorkloadError, match="map one level deep"):
+        fanout_feeds(nested)
+
+
+def test_settings_and_urls_are_parsed_and_redacted():
+    assert parse_settings("scheduler.scheduler_idle_sleep_time=1, core.parallelism=4") == {
+        "scheduler.scheduler_idle_sleep_time": "1", "core.parallelism": "4"}
+    with pytest.raises(ValueError, match="section.key=value"):
+        parse_settings("parallelism=4")
+    assert redact("postgresql://u:secret@127.0.0.1:5/db") == "postgresql://u:***@127.0.0.1:5/db"
+    assert timestamp_ns("1970-01-01T00:00:01.000002Z") == 1_000_002_000
+
+
+def test_bad_airflow_db_is_a_usage_error(pytester):
+    result = pytester.runpytest("--mlpbench-airflow-db=mysql://x", "-p", "no:cacheprovider")
+    result.stderr.fnmatch_lines(["*--mlpbench-airflow-db='mysql://x': expected 'sqlite' or postgresql://*"])
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+
+
+def test_kubernetes_is_skipped_with_what_to_set(tmp_path, monkeypatch):
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "no-kubeconfig"))
+    session = make_session(tmp_path)
+    with pytest.raises(Unavailable) as no_context:
+        session.architecture("airflow-kubernetes")
+    want = "--mlpbench-airflow-kube-context=CONTEXT" if HAS_PROVIDER else "pip install apache-airflow-providers-cncf"
+    assert want in str(no_context.value)
+    if HAS_PROVIDER:
+        session = make_session(tmp_path, airflow_kube_context="kind-ml", airflow_kube_image="img:1",
+                               airflow_kube_volume="pvc")
+        with pytest.raises(Unavailable, match="kube context 'kind-ml' not found in the kubeconfig"):
+            session.architecture("airflow-kubernetes")
+
+
+@pytest.mark.skipif(not HAS_PROVIDER, reason="pip install apache-airflow-providers-cncf-kubernetes")
+def test_kubernetes_dag_parses_into_pod_operators(tmp_path):
+    for workload in (LINEAR, FANOUT):
+        source = kubernetes_dag(workload, context="kind-ml", namespace="ml", image="img:1", volume="pvc")
+        (tmp_path / f"{workload.name}.py").write_text(source)
+    script = textwrap.dedent(f"""
+        import json
+        from airflow.dag_processing.dagbag import DagBag
+        bag = DagBag(dag_folder={str(tmp_path)!r})
+        print(json.dumps({{"errors": {{k: str(v) for k, v in bag.import_errors.items()}},
+                          "dags": {{d: {{t.task_id: [type(t).__name__, t.task_type,
+                                                     sorted(u.task_id for u in t.upstream_list)]
+                                        for t in dag.tasks}} for d, dag in bag.dags.items()}}}}))
+    """)
+    env = {**os.environ, "AIRFLOW_HOME": str(tmp_path / "home"), "AIRFLOW__CORE__LOAD_EXAMPLES": "False"}
+    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
+    parsed = json.loads(out.stdout.strip().splitlines()[-1])
+    assert parsed["errors"] == {}
+    linear = parsed["dags"]["mlpbench_k8s_linear"]
+    assert linear["end"] == ["KubernetesPodOperator", "KubernetesPodOperator", ["begin", "middle"]]
+    fanout = parsed["dags"]["mlpbench_k8s_fanout"]
+    assert fanout["shard"] == ["MappedOperator", "KubernetesPodOperator", ["begin", "shard_items"]]
+    assert fanout["gather"][2] == ["shard"]
+
+
+def test_pod_results_become_step_outputs():
+    results = {"begin": {"outputs": {"a": 1}, "events": []}, "shard": [{"outputs": {"s": 1}}, {"outputs": {"s": 4}}]}
+    assert upstream_outputs(results) == {"begin": {"a": 1}, "shard": [{"s": 1}, {"s": 4}]}
+    spec = RunSpec(workload="fakes:LINEAR", scale="smoke", run_id="r1", artifacts="/tmp/x", events="/tmp/e")
+    moved = pod_spec({"spec": spec.__dict__}, Path("/vol"))
+    assert moved.artifacts == "/vol/r1/artifacts" and moved.run_id == "r1"
+
+
+# -- one real Airflow (SQLite) for the tests below -----------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def airflow(tmp_path_factory):
+    session = make_session(tmp_path_factory.mktemp("airflow"))
+    try:
+        arch = session.architecture("airflow-local")
+    except Unavailable as exc:
+        session.close()
+        pytest.skip(str(exc))
+    yield session, arch
+    session.close()
+
+
+def run_once(session, arch, workload):
+    return session.run_once(arch, workload, round=0, warmup=False, params={})
+
+
+def test_linear_runs_on_the_real_scheduler(airflow):
+    session, arch = airflow
+    record = run_once(session, arch, LINEAR)
+    assert record.outcome == "passed", record.error
+    assert record.metrics == {"value": 7.0}
+    assert [s["step"] for s in record.steps] == ["begin", "middle", "end"]
+    pids = {s["pid"] for s in record.steps}
+    assert len(pids) == 3 and os.getpid() not in pids  # each task in its own process
+    for row in record.steps:
+        assert row["airflow_state"] == "success"
+        assert 0 <= row["queue_delay_s"] < 30 and 0 <= row["launch_delay_s"] < 30
+    assert record.overhead_s > 0 and set(record.gaps) == {"begin->middle", "middle->end", "begin->end"}
+
+
+def test_fanout_is_dynamic_task_mapping(airflow):
+    session, arch = airflow
+    record = run_once(session, arch, FANOUT)
+    assert record.outcome == "passed", record.error
+    assert record.metrics == {"total": 14.0}
+    shards = sorted((s["index"], s["queue_delay_s"] >= 0) for s in record.steps if s["step"] == "shard")
+    assert shards == [(0, True), (1, True), (2, True)]
+
+
+def test_a_failing_step_fails_the_run_with_its_log(airflow):
+    session, arch = airflow
+    record = run_once(session, arch, FAILING)
+    assert record.outcome == "failed"
+    assert "task fail failed" in record.error and "this step fails on purpose" in record.error
+    assert [s["step"] for s in record.steps] == ["begin", "fail"]  # the failing step still left its event
+
+
+def test_a_timeout_marks_the_dag_run_failed(airflow, tmp_path):
+    session, arch = airflow
+    run_id = f"timeout-{uuid.uuid4().hex[:8]}"
+    (tmp_path / "artifacts").mkdir()
+    spec = RunSpec(workload=SLOW.ref, scale="smoke", run_id=run_id, artifacts=str(tmp_path / "artifacts"),
+                   events=str(tmp_path / "events.jsonl"))
+    with pytest.raises(RunTimeout, match="marked failed"):
+        arch.run(SLOW, Run(spec=spec, workload=SLOW, dir=tmp_path, timeout_s=8))
+    assert arch.server.client.dag_run(dag_id(SLOW), run_id)["state"] == "failed"
+
+
+def test_unauthenticated_requests_are_refused(airflow):
+    _session, arch = airflow
+    url = arch.server.url
+
+    def status(path, token=None, method="GET", body=None):
+        headers = {"Content-Type": "application/json", **({"Authorization": f"Bearer {token}"} if token else {})}
+        req = urllib.request.Request(url + path, data=body, headers=headers, method=method)
+        try:
+            with urllib.request.urlopen(req, timeout=30) as resp:
+                return resp.status
+        except urllib.error.HTTPError as exc:
+            return exc.code
+
+    trigger = json.dumps({"logical_date": None}).encode()
+    assert status("/api/v2/dags") in (401, 403)
+    assert status("/api/v2/dags", token="not-a-jwt") in (401, 403)
+    assert status("/api/v2/dags/mlpbench_linear/dagRuns", method="POST", body=trigger) in (401, 403)
+    wrong = json.dumps({"username": "mlpbench", "password": "wrong"}).encode()
+    assert status("/auth/token", method="POST", body=wrong) == 401
+    assert status("/api/v2/dags", token=arch.server.client.login()) == 200
+
+
+def test_close_stops_every_airflow_process_and_port(airflow):
+    """Runs last in this module: after a passed, a failed and a timed-out run."""
+    session, arch = airflow
+    tree = airflow_tree(psutil.Process())
+    ports = listening_ports(tree)
+    assert arch.server.port in ports and len(tree) >= 3
+    session.close()
+    session.close()  # idempotent
+    assert_all_gone(tree, ports)
+
+
+# -- PostgreSQL, and a session interrupted with Ctrl-C --------------------------------------------
+
+HANG = '''
+import os, time
+from pathlib import Path
+from pytest_mlpbench import Step, Workload
+
+
+def hang(ctx):
+    Path(os.environ["MLPBENCH_TEST_MARKER"]).write_text(str(os.getpid()))
+    time.sleep(120)
+    return {}
+
+
+HANG = Workload(name="hang", ref="hang:HANG", steps=(Step("hang", hang),),
+                scales={s: {} for s in ("smoke", "small", "full")})
+'''
+
+CONFTEST = '''
+from fakes import LINEAR
+from hang import HANG
+
+
+def pytest_mlpbench_register(registry):
+    registry.add_workload(LINEAR)
+    registry.add_workload(HANG)
+'''
+
+BENCH = '''
+def test_linear(mlpbench):
+    mlpbench.run("linear")
+
+
+def test_hang(mlpbench):
+    mlpbench.run("hang")
+'''
+
+
+@pytest.fixture
+def postgres():
+    try:
+        server = PostgresServer()
+    except PostgresUnavailable as exc:
+        pytest.skip(str(exc))
+    server.start()
+    yield server
+    server.stop()
+
+
+def test_postgres_then_ctrl_c_leaves_nothing_running(pytester, postgres):
+    pytester.makepyfile(hang=HANG, test_bench=BENCH)
+    pytester.makeconftest(CONFTEST)
+    marker = pytester.path / "hang-started"
+    env = {**os.environ, "MLPBENCH_TEST_MARKER": str(marker),
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(TESTS), os.environ.get("PYTHONPATH")]))}
+    log = pytester.path / "pytest.log"
+    cmd = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--mlpbench-arch=airflow-local",
+           f"--mlpbench-airflow-db={postgres.url}", "--mlpbench-scale=smoke", "--mlpbench-rounds=1",
+           "--mlpbench-warmup=0"]
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(cmd, cwd=pytester.path, env=env, stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+    try:
+        deadline = time.monotonic() + 240
+        while not marker.exists():
+            assert proc.poll() is None, f"pytest ended early:\n{log.read_text()[-3000:]}"
+            assert time.monotonic() < deadline, f"the hang step never started:\n{log.read_text()[-3000:]}"
+            time.sleep(0.5)
+        tree = airflow_tree(psutil.Process(proc.pid))
+        ports = listening_ports(tree)
+        assert ports and any(p.pid == int(marker.read_text()) for p in tree)
+        os.kill(proc.pid, signal.SIGINT)
+        proc.wait(timeout=90)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    output = log.read_text()
+    assert "KeyboardInterrupt" in output, output[-3000:]
+    assert_all_gone(tree, ports)
+    runs = [json.loads(line) for line in (pytester.path / "results" / "runs.jsonl").read_text().splitlines()]
+    assert [(r["workload"], r["outcome"]) for r in runs] == [
+        ("linear", "passed"), ("linear", "passed"), ("hang", "interrupted")]
+    import psycopg
+
+    with psycopg.connect(postgres.url) as conn:
+        states = conn.execute("SELECT state FROM dag_run WHERE dag_id = 'mlpbench_linear'").fetchall()
+    assert states == [("success",), ("success",)]  # Airflow really kept its runs in PostgreSQL

@@ -1,0 +1,211 @@
+"""The mlflow architecture (MLflow Projects) and --mlpbench-mlflow-uri (results
+in MLflow), against a real SQLite store and a real tracking server."""
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import psutil
+import pytest
+
+pytest.importorskip("mlflow", reason="mlflow is not installed")
+
+from fakes import LINEAR  # noqa: E402
+
+from pytest_mlpbench.architectures import RunTimeout  # noqa: E402
+from pytest_mlpbench.architectures.base import Run  # noqa: E402
+from pytest_mlpbench.architectures.mlflow import MlflowProjects  # noqa: E402
+from pytest_mlpbench.mlflow_results import import_mlflow  # noqa: E402
+from pytest_mlpbench.workload import RunSpec  # noqa: E402
+
+MLFLOW = Path(sys.executable).parent / "mlflow"
+
+ARCH_TESTS = """
+import pytest
+
+@pytest.mark.training
+def test_linear(mlpbench):
+    mlpbench.run("linear")
+
+@pytest.mark.inference
+def test_fanout(mlpbench):
+    mlpbench.run("fanout")
+
+@pytest.mark.training
+def test_failing(mlpbench):
+    mlpbench.run("failing")
+"""
+
+
+def make_run(tmp_path, workload, timeout_s=None, **params):
+    run_dir = tmp_path / "run"
+    (run_dir / "artifacts").mkdir(parents=True)
+    spec = RunSpec(workload=workload.ref, scale="smoke", run_id="r1", artifacts=str(run_dir / "artifacts"),
+                   events=str(run_dir / "events.jsonl"), params=params)
+    return Run(spec=spec, workload=workload, dir=run_dir, timeout_s=timeout_s)
+
+
+@pytest.fixture
+def arch(tmp_path):
+    arch = MlflowProjects()
+    arch.check()
+    arch.open(tmp_path / "session")
+    yield arch
+    arch.close()
+
+
+def test_steps_are_nested_project_runs_and_the_tracking_uri_does_not_leak(arch, tmp_path):
+    mlflow = import_mlflow()
+    env_before, uri_before = dict(os.environ), mlflow.get_tracking_uri()
+    run = make_run(tmp_path, LINEAR)
+    arch.run(LINEAR, run)
+    assert dict(os.environ) == env_before
+    assert mlflow.get_tracking_uri() == uri_before != arch.uri
+    assert mlflow.active_run() is None
+
+    client = mlflow.MlflowClient(arch.uri)
+    runs = client.search_runs([arch.experiments["linear"]])
+    (parent,) = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    assert sorted(r.data.tags["mlflow.project.entryPoint"] for r in children) == ["begin", "end", "middle"]
+    assert {r.info.status for r in runs} == {"FINISHED"}
+    events = [json.loads(line) for line in Path(run.spec.events).read_text().splitlines()]
+    assert [e["step"] for e in events] == ["begin", "middle", "end"]
+    assert {(step, index) for step, index in run.task_info} == {("begin", None), ("middle", None), ("end", None)}
+    for info in run.task_info.values():  # MLflow created the run before the step process started
+        assert info["created_ns"] < info["finished_ns"]
+
+
+def test_timeout_kills_the_running_step(arch, tmp_path):
+    run = make_run(tmp_path, LINEAR, sleep_s=60, timeout_s=4)
+    started = time.monotonic()
+    with pytest.raises(RunTimeout):
+        arch.run(LINEAR, run)
+    assert time.monotonic() - started < 20
+    spec = str(run.dir / "spec.json")
+    leftovers = [p for p in psutil.Process().children(recursive=True) if spec in " ".join(p.cmdline())]
+    assert not leftovers
+
+
+def test_architecture_runs_fan_out_and_failures(bench):
+    bench.tests(ARCH_TESTS)
+    result = bench.run("--mlpbench-arch=mlflow", "--mlpbench-rounds=1", "--mlpbench-scale=smoke", "-v")
+    result.stdout.fnmatch_lines(["*test_linear[[]mlflow[]] PASSED*", "*test_fanout[[]mlflow[]] PASSED*",
+                                 "*test_failing[[]mlflow[]] FAILED*"])
+    rounds = {b["name"]: b["extra_info"]["mlpbench"]["rounds"] for b in bench.benchmarks()}
+    (fanout,) = rounds["test_fanout[mlflow]"]
+    assert fanout["total"] == 14.0
+    assert sorted((s["step"], s["index"]) for s in fanout["steps"]) == [
+        ("begin", None), ("gather", None), ("shard", 0), ("shard", 1), ("shard", 2)]
+    assert all(s["launch_delay_s"] > 0 for s in fanout["steps"])
+    result.stdout.fnmatch_lines(["*step 'fail'*this step fails on purpose*"])
+
+
+# -- results in MLflow --
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def mlflow_server(tmp_path_factory):
+    """A real MLflow tracking server on 127.0.0.1, stopped after the module."""
+    root = tmp_path_factory.mktemp("mlflow-server")
+    port = free_port()
+    cmd = [str(MLFLOW), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+           "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}", "--artifacts-destination", str(root / "art")]
+    env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"}
+    with open(root / "server.log", "wb") as log:
+        server = subprocess.Popen(cmd, cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                  start_new_session=True)
+    uri = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                urllib.request.urlopen(f"{uri}/health", timeout=2).read()
+                break
+            except OSError:
+                if server.poll() is not None or time.monotonic() > deadline:
+                    pytest.fail(f"mlflow server did not start:\n{(root / 'server.log').read_text()[-3000:]}")
+                time.sleep(0.5)
+        yield uri
+    finally:
+        from pytest_mlpbench.architectures.base import kill_group
+
+        kill_group(server)
+
+
+def logged_runs(uri: str, workload: str = "linear"):
+    client = import_mlflow().MlflowClient(uri)
+    experiment = client.get_experiment_by_name(f"mlpbench-{workload}")
+    return client, client.search_runs([experiment.experiment_id])
+
+
+def check_logged(bench, uri: str) -> None:
+    """Every measured round is an MLflow run whose metrics equal the figures in
+    the pytest-benchmark JSON, with its step table and versions."""
+    client, runs = logged_runs(uri)
+    by_id = {r.data.tags["mlpbench.run_id"]: r for r in runs}
+    benchmarks = bench.benchmarks()
+    versions = json.loads((bench.path / "bench.json").read_text())["machine_info"]["mlpbench"]["versions"]
+    expected = [(b["extra_info"]["mlpbench"]["architecture"], b, r) for b in benchmarks
+                for r in b["extra_info"]["mlpbench"]["rounds"]]
+    assert len(expected) == 4 and set(by_id) == {r["run_id"] for _, _, r in expected}
+    for arch, benchmark, round_ in expected:
+        logged = by_id[round_["run_id"]]
+        assert logged.data.tags["mlpbench.architecture"] == arch
+        assert logged.info.status == "FINISHED"
+        figures = {k: v for k, v in round_.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        assert figures and {k: logged.data.metrics[k] for k in figures} == pytest.approx(figures, rel=1e-12)
+        assert logged.data.metrics["gap_s.begin.middle"] == pytest.approx(round_["gaps"]["begin->middle"])
+        assert logged.data.tags["version.pytest-benchmark"] == versions["pytest-benchmark"]
+        artifacts = {a.path for a in client.list_artifacts(logged.info.run_id)}
+        assert {"steps.csv", "steps.json"} <= artifacts
+        steps = json.loads(Path(client.download_artifacts(logged.info.run_id, "steps.json", str(bench.path))).read_text())
+        assert steps == round_["steps"]
+
+
+def test_results_land_in_a_sqlite_store(bench):
+    bench.tests()
+    uri = f"sqlite:///{bench.path / 'results.db'}"
+    result = bench.run("--mlpbench-arch=inprocess,subprocess", "--mlpbench-rounds=2", "--mlpbench-scale=smoke",
+                       f"--mlpbench-mlflow-uri={uri}")
+    result.assert_outcomes(passed=2)
+    result.stdout.fnmatch_lines([f"*mlpbench: logged 4 runs to MLflow at {uri}*"])
+    check_logged(bench, uri)
+    assert not (bench.path / "mlruns").exists(), "artifacts went next to the database, not into the cwd"
+
+
+def test_results_land_on_a_tracking_server(bench, mlflow_server):
+    bench.tests()
+    result = bench.run("--mlpbench-arch=inprocess,subprocess", "--mlpbench-rounds=2", "--mlpbench-scale=smoke",
+                       f"--mlpbench-mlflow-uri={mlflow_server}")
+    result.assert_outcomes(passed=2)
+    check_logged(bench, mlflow_server)
+
+
+@pytest.mark.parametrize("uri, message", [
+    ("ftp://host/x", "*--mlpbench-mlflow-uri='ftp://host/x': expected an http(s)://, sqlite:/// or file: URI*"),
+    ("sqlite:////no/such/dir/m.db", "*no such directory: /no/such/dir*"),
+])
+def test_bad_uris_are_usage_errors(bench, uri, message):
+    bench.tests()
+    result = bench.run(f"--mlpbench-mlflow-uri={uri}")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([message])
+
+
+def test_an_unreachable_server_is_a_usage_error(bench):
+    bench.tests()
+    uri = f"http://127.0.0.1:{free_port()}"
+    result = bench.run(f"--mlpbench-mlflow-uri={uri}")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([f"*--mlpbench-mlflow-uri={uri}: no MLflow tracking server answers there*"])
