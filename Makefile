@@ -18,7 +18,7 @@ install: $(VENV)/.installed
 $(VENV)/.installed: setup.cfg pyproject.toml requirements/constraints.txt
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PIP) install -q $(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX)) -c requirements/constraints.txt torch==2.13.0
-	$(PIP) install -q -c requirements/constraints.txt -e '.[frameworks,test]'
+	$(PIP) install -q -c requirements/constraints.txt -e '.[frameworks,otel,test]'
 	touch $@
 
 bench: install

@@ -58,15 +58,26 @@ def load(path: Path) -> list[dict]:
         text = path.read_text()
     except OSError as exc:
         raise ReportError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    if path.suffix == ".jsonl":
+        return [run_from_record(record, source) for record in _json_lines(text)]
     try:
-        if path.suffix == ".jsonl":
-            return [run_from_record(json.loads(line), source) for line in text.splitlines() if line.strip()]
         data = json.loads(text)
-    except (json.JSONDecodeError, AttributeError, TypeError) as exc:
+    except json.JSONDecodeError as exc:
         raise ReportError(f"{path}: not mlpbench results: {exc}") from None
     if not isinstance(data, dict) or "benchmarks" not in data:
         raise ReportError(f"{path}: not a pytest-benchmark JSON file (no 'benchmarks' list)")
     return runs_from_benchmark_json(data, source)
+
+
+def _json_lines(text: str) -> Iterable[dict]:
+    """The records of a ``runs.jsonl``; a torn line (a killed writer) is skipped."""
+    for line in text.splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(record, dict) and "architecture" in record:
+            yield record
 
 
 def label(run: dict, sources: Sequence[str]) -> str:
@@ -78,9 +89,9 @@ def groups(runs: Iterable[dict]) -> dict[str, dict[str, list[dict]]]:
     """workload -> bar label -> measured runs; the floors first, then in order of appearance."""
     runs = [r for r in runs if not r["warmup"]]
     sources = list(dict.fromkeys(r["source"] for r in runs))
-    rank = lambda r: (r["architecture"] != FLOOR, r["architecture"] != "subprocess")
+    order = {a: i for i, a in enumerate(dict.fromkeys([FLOOR, "subprocess", *(r["architecture"] for r in runs)]))}
     out: dict[str, dict[str, list[dict]]] = {}
-    for run in sorted(runs, key=rank):  # stable: keeps the order of appearance otherwise
+    for run in sorted(runs, key=lambda r: order[r["architecture"]]):  # stable: sources stay in argument order
         out.setdefault(run["workload"], {}).setdefault(label(run, sources), []).append(run)
     return out
 
@@ -146,7 +157,8 @@ def workload_tables(by_label: dict[str, list[dict]]) -> list[str]:
 def markdown(grouped: dict[str, dict[str, list[dict]]], sources: Sequence[str], images: dict[str, list[str]],
              note: str | None) -> str:
     lines = ["# mlpbench comparison report", ""]
-    lines += [f"Sources: {', '.join(f'`{s}`' for s in sources)}." if sources else "", ""]
+    if sources:
+        lines += [f"Sources: {', '.join(f'`{s}`' for s in sources)}.", ""]
     lines += ["Medians over the measured rounds that passed. *overhead* = wall - compute, where compute is the "
               "critical path through the steps' own spans; *startup* = submit to the first step's start "
               "(part of the overhead); *over inprocess* = overhead beyond the in-process floor's.", ""]

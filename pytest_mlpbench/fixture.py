@@ -48,6 +48,11 @@ class MlpBench:
             self.benchmark.pedantic(run_once, rounds=settings.rounds, warmup_rounds=warmup, iterations=1)
         except RunFailed as exc:
             pytest.fail(str(exc), pytrace=False)
+        except BaseException:
+            # pytest-benchmark flags only an Exception; an interrupted benchmark
+            # with no timed round would otherwise break its JSON at session end
+            self.benchmark.has_error = True
+            raise
         self.records = [r for r in all_runs if not r.warmup]
         return self.records
 

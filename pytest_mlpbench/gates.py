@@ -221,7 +221,7 @@ class Verdict:
         if self.baseline is None or self.now is None:
             return ""
         delta = self.now - self.baseline
-        rel = f"{delta / self.baseline:+.1%}" if self.baseline else ("+inf%" if delta else "+0.0%")
+        rel = f"{delta / abs(self.baseline):+.1%}" if self.baseline else ("+inf%" if delta else "+0.0%")
         return f"{rel} ({'+' if delta >= 0 else '-'}{fmt(self.gate.metric, abs(delta))})"
 
     def message(self) -> str:
@@ -233,6 +233,13 @@ class Verdict:
 def smallest_p(n_now: int, n_base: int) -> float:
     """The smallest p-value a one-sided rank test can give with these sample sizes."""
     return 1.0 / math.comb(n_now + n_base, n_now)
+
+
+def require_scipy() -> None:
+    try:
+        import scipy.stats  # noqa: F401
+    except ImportError as exc:
+        raise GateError(f"the gates' rank test needs scipy ({exc}); install it with: pip install scipy") from None
 
 
 def rank_test(now: Sequence[float], base: Sequence[float], alternative: str) -> float:
@@ -297,12 +304,6 @@ def evaluate(current: dict[str, dict], history: History, gates_for: Callable[[st
             verdicts.append(decide(fullname, gate, values(base_rounds, gate.metric),
                                    values(now_rounds, gate.metric), alpha))
     return verdicts
-
-
-def unknown_metrics(verdicts: Sequence[Verdict]) -> set[str]:
-    """Metrics that no benchmark recorded: almost certainly a typo in a gate."""
-    metrics = {v.gate.metric for v in verdicts}
-    return metrics - {v.gate.metric for v in verdicts if v.status != "missing"}
 
 
 def recorded_figures(current: dict[str, dict]) -> list[str]:
@@ -383,6 +384,7 @@ def compare(args: argparse.Namespace) -> list[Verdict]:
     from pytest_benchmark.utils import get_machine_id
 
     gates = parse_gates(args.fail, "--fail")
+    require_scipy()
     root = storage_dir(args.storage)
     directory = root / (args.machine or get_machine_id())
     files = run_files(directory)

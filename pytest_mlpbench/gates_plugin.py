@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from .gates import SAVE_HINT, Gate, GateError, History, Verdict, evaluate, parse_gates, recorded_figures, storage_dir, table
+from .gates import (SAVE_HINT, Gate, GateError, History, Verdict, evaluate, parse_gates, recorded_figures,
+                    require_scipy, storage_dir, table)
 from .options import Settings
 
 MARKER = ("mlpbench_fail(*expressions): regression gates METRIC:STAT:THRESHOLD for this benchmark only, "
@@ -43,10 +44,11 @@ class GatePlugin:
         if bench is None or bench.disabled or bench.skip:
             return
         try:
+            require_scipy()
             directory = getattr(bench.storage, "path", None) or storage_dir(self.config.getoption("benchmark_storage"))
             self.history = History.load(directory / bench.machine_id, self.settings.baseline, self.settings.history)
         except GateError as exc:
-            raise pytest.UsageError(f"mlpbench gates (--benchmark-storage, --mlpbench-baseline): {exc}") from None
+            raise pytest.UsageError(f"mlpbench gates: {exc}") from None
 
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
         if self.history is None:

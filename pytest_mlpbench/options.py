@@ -45,6 +45,12 @@ def choice(*valid: str) -> Callable[[str], str]:
     return parse
 
 
+def yes_no(text: str) -> bool:
+    if text.lower() not in ("yes", "no", "true", "false", "1", "0"):
+        raise ValueError("expected yes or no")
+    return text.lower() in ("yes", "true", "1")
+
+
 def names(text: str) -> list[str]:
     found = [n.strip() for n in text.split(",") if n.strip()]
     if not found:
@@ -116,6 +122,8 @@ OPTIONS = [
            "recorded as timed out (default: no limit).", positive_float, None, "SECONDS"),
     Option("data_dir", "Directory with real data for the workloads, e.g. a CIFAR-10 "
            "'cifar-10-batches-py' directory (default: generated data).", existing_dir, None, "DIR"),
+    Option("keep_artifacts", "Keep every run's artifacts (data, models, captions) under "
+           "RESULTS/artifacts/RUN_ID (default: no).", yes_no, False, "yes|no"),
     # -- options of the framework architectures follow, one block per framework --
     # -- metaflow options --
     Option("metaflow_max_workers", "Tasks Metaflow runs at once, its run --max-workers "
@@ -161,8 +169,8 @@ OPTIONS = [
            "e.g. s3://bucket/mlpbench (default: $SAGEMAKER_S3_ROOT; required for sagemaker).", str, None, "S3URI"),
     Option("sagemaker_region", "AWS region of the SageMaker pipeline (default: the standard AWS "
            "configuration: $AWS_REGION, $AWS_DEFAULT_REGION, ~/.aws/config).", str, None, "REGION"),
-    Option("sagemaker_image", "Container image of the SageMaker steps; it must have pytest-mlpbench "
-           "and the workloads installed (default: the SDK's image for this Python).", str, None, "URI"),
+    Option("sagemaker_image", "Container image (ECR URI) of the SageMaker steps; it must have "
+           "pytest-mlpbench and the workloads installed (required for sagemaker).", str, None, "URI"),
     Option("sagemaker_instance_type", "Instance type of the SageMaker steps (default: ml.m5.large).",
            str, "ml.m5.large", "TYPE"),
     Option("remote_poll", "Seconds between status polls of a kubeflow or sagemaker run (default: 2).",
@@ -175,6 +183,8 @@ OPTIONS = [
            "(default: $DOCKER_HOST, then the default socket).", str, None, "URL"),
     Option("container_image", "Image of the container architectures' steps, with python3, kfp and "
            "pytest-mlpbench and the workloads (default: one built locally from Debian, cached).", str, None, "IMAGE"),
+    Option("container_torch", "Put torch in the locally built image, for the real workloads: yes, no, or auto "
+           "(when torch is installed here; default).", choice("auto", "yes", "no"), "auto", "WHEN"),
     Option("image_cache", "Directory of the locally built images, reused between sessions by content hash "
            "(default: ~/.cache/mlpbench).", str, None, "DIR"),
     # -- dvc and mlflow options --
@@ -203,7 +213,7 @@ OPTIONS = [
     Option("otel_file", "Also write the spans and metrics to FILE as OTLP JSON lines, for offline use "
            "(the format of the OpenTelemetry Collector's file exporter).", new_file, None, "FILE"),
     Option("fail", "Regression gate METRIC:STAT:THRESHOLD on any figure of the run record, repeatable, e.g. "
-           "overhead_s:median:+20%, peak_rss_bytes:max:+50, accuracy:min:-0.01 (STAT: min, median, mean, max; "
+           "overhead_s:median:+20%, peak_rss_bytes:max:+10%, accuracy:min:-0.01 (STAT: min, median, mean, max; "
            "THRESHOLD: +N% or +N allowed increase, -N% or -N allowed decrease). Fails only on a significant "
            "change against the saved pytest-benchmark history.", parse_gate, None, "METRIC:STAT:THRESHOLD",
            multiple=True),

@@ -106,6 +106,6 @@ def attributes(pairs: list[dict]) -> dict[str, Any]:
     """OTLP/JSON ``[{"key": k, "value": {"stringValue": v}}]`` as a plain dict."""
     out = {}
     for pair in pairs:
-        (kind, value), = pair["value"].items() or [("", None)]
+        kind, value = next(iter(pair.get("value", {}).items()), ("", None))
         out[pair["key"]] = int(value) if kind == "intValue" else value
     return out

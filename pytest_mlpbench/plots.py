@@ -54,7 +54,7 @@ def _time(workload: str, by_label: dict[str, list[dict]]):
     fig, ax = plt.subplots(figsize=(9, _bar_height(len(labels))))
     left = [0.0] * len(labels)
     titles = {"startup": "startup (overhead before the first step)", "compute": "compute (critical path of steps)",
-              "overhead": "other overhead (gaps, teardown)"}
+              "overhead": "other overhead (gaps, serialised fan-out, teardown)"}
     for part, values in parts.items():
         ax.barh(labels, values, left=left, color=COLOURS[part], label=titles[part], height=0.6)
         left = [a + b for a, b in zip(left, values)]
@@ -104,7 +104,10 @@ def _timeline(workload: str, by_label: dict[str, list[dict]]):
     fig, axes = plt.subplots(len(runs), 1, figsize=(10, sum(heights) + 0.6 * len(runs) + 0.8), squeeze=False,
                              gridspec_kw={"height_ratios": heights})
     for ax, (name, run) in zip(axes[:, 0], runs.items()):
-        rows = run["steps"]
+        first = {}
+        for row in sorted(run["steps"], key=lambda r: r["start_s"]):
+            first.setdefault(row["step"], row["start_s"])
+        rows = sorted(run["steps"], key=lambda r: (first[r["step"]], r.get("index") or 0))  # fan-out tasks in order
         ax.barh(range(len(rows)), [r["duration_s"] for r in rows], left=[r["start_s"] for r in rows],
                 color=[colour[r["step"]] for r in rows], height=0.7)
         ax.set_yticks(range(len(rows)), [_task_name(r) for r in rows], fontsize=8)

@@ -10,6 +10,7 @@ import csv
 import io
 import json
 import os
+import shutil
 import statistics
 from dataclasses import asdict
 from pathlib import Path
@@ -45,6 +46,9 @@ class ResultsWriter:
         series = self.dir / "series" / f"{record.run_id}.csv"
         write_atomic(series, to_csv([asdict(s) for s in samples], ["t_s", "cpu_percent", "rss_bytes", "processes"]))
         append_line(self.dir / "runs.jsonl", json.dumps({**record.to_dict(), "series": str(series)}, sort_keys=True))
+
+    def keep_artifacts(self, run_id: str, artifacts: str) -> None:
+        shutil.copytree(artifacts, self.dir / "artifacts" / run_id, dirs_exist_ok=True)
 
     def write_summaries(self, records: Sequence[RunRecord]) -> None:
         if not records:

@@ -133,6 +133,8 @@ class BenchSession:
             )
             self.records.append(record)
             self.results.add(record, usage.samples)
+            if self.settings.keep_artifacts:
+                self.results.keep_artifacts(record.run_id, spec.artifacts)
             if self.telemetry:
                 self.telemetry.add_run(record, events, usage.samples, spec.traceparent)
         return record

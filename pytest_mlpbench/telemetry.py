@@ -16,6 +16,7 @@ import logging
 import os
 import queue
 import threading
+import time
 from typing import Any, Iterable, Mapping, Sequence
 
 import pytest
@@ -87,7 +88,9 @@ class Telemetry:
         self.exporters = list(exporters)
         self.console = console
         self.failures = 0
+        self.queued_runs = 0
         self.exported_runs = 0
+        self.export_cpu_s = 0.0  # what exporting cost the test process, beside the runs
         # one reader per exporter, each with the temporality its exporter prefers
         self._readers = [
             InMemoryMetricReader(preferred_temporality=m._preferred_temporality,
@@ -122,6 +125,7 @@ class Telemetry:
 
     def add_run(self, record: RunRecord, events: list[Mapping], samples: list[Sample], traceparent: str) -> None:
         """Queue a finished run for export; costs a queue put on the caller's side."""
+        self.queued_runs += 1
         self._queue.put((record, events, samples, traceparent))
 
     def shutdown(self, timeout_s: float = 30.0) -> None:
@@ -137,18 +141,23 @@ class Telemetry:
 
     def summary(self) -> str:
         failed = f", {self.failures} export(s) failed" if self.failures else ""
-        return f"telemetry: exported {self.exported_runs} run(s){failed}"
+        dropped = self.queued_runs - self.exported_runs
+        dropped = f", {dropped} not exported" if dropped else ""
+        cost = f" ({self.export_cpu_s:.3f} s CPU)"
+        return f"telemetry: exported {self.exported_runs} run(s){failed}{dropped}{cost}"
 
     def console_text(self) -> str:
         return self.console.getvalue() if self.console else ""
 
     def _work(self) -> None:
         while (item := self._queue.get()) is not None:
+            cpu0 = time.thread_time()
             try:
                 self._export(*item)
             except Exception:  # an exporter bug must not end the thread and lose the session's other runs
                 log.exception("mlpbench telemetry: exporting a run failed")
                 self.failures += 1
+            self.export_cpu_s += time.thread_time() - cpu0
 
     def _export(self, record: RunRecord, events, samples, traceparent: str) -> None:
         spans = run_spans(self.resource, record, events, traceparent)

@@ -1,13 +1,13 @@
 """The dvc architecture: real `dvc repro` runs of the fake workloads."""
 import json
+from importlib.util import find_spec
 
 import pytest
+from fakes import FANOUT, LINEAR
 
-pytest.importorskip("dvc", reason="dvc is not installed")
+from pytest_mlpbench.architectures.dvc import Pipeline  # imports no dvc until used
 
-from fakes import FANOUT, LINEAR  # noqa: E402
-
-from pytest_mlpbench.architectures.dvc import Pipeline  # noqa: E402
+pytestmark = pytest.mark.skipif(find_spec("dvc") is None, reason="dvc is not installed")
 
 DVC_TESTS = """
 import pytest

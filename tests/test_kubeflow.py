@@ -6,13 +6,13 @@ import time
 import pytest
 import yaml
 
-from fakes import FAILING, FANOUT, LINEAR
+from fakes import FANOUT, LINEAR
 from pytest_mlpbench.architectures.kfp_pipeline import build_pipeline, compile_pipeline
 from pytest_mlpbench.architectures.kubeflow import KubeflowRemote
 from pytest_mlpbench.architectures.pipeline_task import to_param
 from pytest_mlpbench.architectures import Unavailable
 from pytest_mlpbench.options import Settings
-from pytest_mlpbench.workload import Step, Workload, WorkloadError
+from pytest_mlpbench.workload import RunSpec, Step, Workload, WorkloadError
 
 TESTS = """
 def test_linear(mlpbench):
@@ -55,14 +55,13 @@ def test_linear_fanout_and_failure_run_for_real(bench):
 
 
 def test_timeout_kills_the_tasks_and_is_recorded(bench):
-    bench.tests("def test_linear(mlpbench):\n    mlpbench.run('linear', sleep_s=30)\n")
-    started = time.monotonic()
+    bench.tests("def test_linear(mlpbench):\n    mlpbench.run('linear', sleep_s=100)\n")
     result = bench.run(*SMOKE, "--mlpbench-timeout=2")
-    assert time.monotonic() - started < 20  # not the 90 s the steps would sleep
     result.assert_outcomes(failed=1)
     (run,) = bench.runs()
     assert run["outcome"] == "timeout"
     assert "--mlpbench-timeout=2s" in run["error"]
+    assert run["wall_s"] < 60  # the first step alone would sleep 100 s
 
 
 def test_ir_has_one_component_per_step_and_the_dependencies(tmp_path):
@@ -119,3 +118,43 @@ def test_remote_without_endpoint_says_what_to_set(monkeypatch):
     arch = KubeflowRemote(Settings({"kubeflow_host": "ftp://x", "kubeflow_image": "i", "kubeflow_artifacts": "/a"}))
     with pytest.raises(Unavailable, match="not an http"):
         arch.check()
+
+
+def test_remote_with_an_endpoint_that_does_not_answer_is_unavailable_at_once(tmp_path):
+    import socket
+
+    with socket.socket() as sock:  # a port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    arch = KubeflowRemote(Settings({"kubeflow_host": f"http://127.0.0.1:{port}", "kubeflow_image": "i",
+                                    "kubeflow_artifacts": "/a"}))
+    arch.check()
+    started = time.monotonic()
+    with pytest.raises(Unavailable, match=f"KFP endpoint http://127.0.0.1:{port} does not answer"):
+        arch.open(tmp_path)
+    assert time.monotonic() - started < 5
+
+
+def test_remote_task_times_come_from_the_run_details(tmp_path):
+    from datetime import datetime, timedelta, timezone
+
+    from kfp_server_api import V2beta1PipelineTaskDetail as Task, V2beta1Run, V2beta1RunDetails
+
+    from pytest_mlpbench.architectures.base import Run
+    from pytest_mlpbench.architectures.kubeflow import record_task_details
+
+    t0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+
+    def task(name, offset, task_id):
+        return Task(display_name=name, task_id=task_id, state="SUCCEEDED", create_time=t0 + timedelta(seconds=offset),
+                    start_time=t0 + timedelta(seconds=offset + 1), end_time=t0 + timedelta(seconds=offset + 2))
+
+    tasks = [task("mlpbench-fanout", 0, "root"), task("begin", 1, "b"), task("for-loop-1", 3, "loop"),
+             task("shard", 5, "s1"), task("shard", 4, "s0"), task("gather", 8, "g")]
+    run = Run(spec=RunSpec("fakes:FANOUT", "smoke", "r", str(tmp_path), str(tmp_path / "e")), workload=FANOUT,
+              dir=tmp_path)
+    record_task_details(V2beta1Run(state="SUCCEEDED", run_details=V2beta1RunDetails(task_details=tasks)), FANOUT, run)
+    assert sorted(run.task_info, key=str) == [("begin", None), ("gather", None), ("shard", 0), ("shard", 1)]
+    shard0 = run.task_info[("shard", 0)]
+    assert shard0["kfp_task_id"] == "s0"
+    assert shard0["started_ns"] - shard0["created_ns"] == 1_000_000_000

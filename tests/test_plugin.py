@@ -114,8 +114,11 @@ def test_benchmark_json_holds_the_run_records(bench):
 
 def test_results_directory(bench):
     bench.tests()
-    bench.run("--mlpbench-arch=inprocess", "--mlpbench-rounds=2", "--mlpbench-results=out")
+    bench.run("--mlpbench-arch=inprocess", "--mlpbench-rounds=2", "--mlpbench-results=out", "--mlpbench-keep-artifacts=yes")
     out = bench.path / "out"
+    kept = sorted((out / "artifacts").glob("*/begin.json"))
+    assert len(kept) == 2 and kept[0].read_text() == '{"value": 1}'
+
     assert len((out / "runs.jsonl").read_text().splitlines()) == 2
     assert (out / "runs.csv").read_text().startswith("run_id,architecture,workload,scale,round")
     assert "| inprocess | linear |" in (out / "summary.md").read_text()
@@ -163,7 +166,7 @@ def test_interrupted_session_keeps_the_run_and_stops_its_processes(bench, sig):
     bench.tests("def test_slow(mlpbench):\n    mlpbench.run('slow')\n")
     session = subprocess.Popen(
         [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--mlpbench-arch=subprocess",
-         "--mlpbench-warmup=0"],
+         "--mlpbench-warmup=0", "--benchmark-json=bench.json"],
         cwd=bench.path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
     )
     deadline = time.monotonic() + 60
@@ -171,7 +174,8 @@ def test_interrupted_session_keeps_the_run_and_stops_its_processes(bench, sig):
         assert time.monotonic() < deadline and session.poll() is None, session.stdout.read().decode()
         time.sleep(0.1)
     session.send_signal(sig)
-    session.wait(timeout=30)
+    output = session.communicate(timeout=30)[0].decode()
+    assert "Traceback" not in output and bench.benchmarks() == []
     (run,) = bench.runs()
     assert run["outcome"] == "interrupted"
     assert not step_processes(bench.path)
@@ -181,7 +185,7 @@ def test_registered_workloads_run_in_the_workloads_suite(bench):
     bench.tests((REPO / "benchmarks" / "test_workloads.py").read_text(), name="test_workloads")
     result = bench.run("--mlpbench-arch=inprocess", "-m", "inference", "-v")
     result.stdout.fnmatch_lines(["*test_workload[[]fanout-inprocess[]] PASSED*"])
-    result.assert_outcomes(passed=1, deselected=4)  # linear, failing, memory, cpu: training
+    result.assert_outcomes(passed=1, deselected=5)  # linear, failing, memory, cpu, slow: training
 
 
 def test_readme_extension_example_works(pytester):

@@ -130,7 +130,8 @@ def test_check_names_everything_missing(no_aws):
     with pytest.raises(Unavailable) as info:
         resolve_settings(Settings({}))
     message = str(info.value)
-    for what in ("AWS credentials", "a region", "--mlpbench-sagemaker-role", "--mlpbench-sagemaker-s3-root"):
+    for what in ("AWS credentials", "a region", "--mlpbench-sagemaker-role", "--mlpbench-sagemaker-s3-root",
+                 "--mlpbench-sagemaker-image"):
         assert what in message
 
 
@@ -207,3 +208,37 @@ def test_benchmarks_skip_sagemaker_and_kubeflow_with_reasons(pytester, no_aws, m
         "*sagemaker: AWS is not configured; missing AWS credentials*",
         "*kubeflow: no KFP endpoint configured; set --mlpbench-kubeflow-host=URL*",
     ])
+
+
+def test_container_tasks_run_the_steps_in_the_declared_layout(tmp_path, monkeypatch):
+    """The in-container entry point, run for real on FANOUT; between the tasks
+    the test copies what SageMaker copies: each step's output prefix to the
+    input mount of the steps that need it, artifacts to the same path."""
+    import shutil
+
+    from pytest_mlpbench.architectures import sagemaker_task
+
+    root = tmp_path / "opt-ml-processing"
+    s3 = tmp_path / "s3"  # S3ROOT/runs/<run id>
+    monkeypatch.setattr(sagemaker_task, "PROCESSING", root)
+    spec = json.dumps({"workload": "fakes:FANOUT", "scale": "smoke", "run_id": "r1", "artifacts": "", "events": "",
+                       "params": {}, "traceparent": None})
+
+    def job(step, *extra, needs=()):
+        shutil.rmtree(root, ignore_errors=True)
+        for need in needs:  # ProcessingInputs
+            shutil.copytree(s3 / "steps" / need, root / "input" / "steps" / need)
+        assert sagemaker_task.main(["--step", step, "--spec", spec, "--env", "{}", *extra]) == 0
+        shutil.copytree(root / "output", s3 / "steps" / step, dirs_exist_ok=True)  # ProcessingOutputs
+
+    job("begin", "--fanout-key", "shards")
+    items = json.loads(json.loads((s3 / "steps" / "begin" / "fanout.json").read_text())["items"])
+    assert items == [0, 1, 2]
+    for index in items:
+        job("shard", "--index", str(index), needs=("begin",))
+    job("gather", needs=("shard",))
+    assert json.loads((s3 / "steps" / "gather" / "outputs.json").read_text()) == {"total": 14, "order": [0, 1, 2]}
+    events = [json.loads(line) for path in sorted(s3.glob("steps/**/events.jsonl"))
+              for line in path.read_text().splitlines()]
+    assert sorted((e["step"], e["index"]) for e in events) == [
+        ("begin", None), ("gather", None), ("shard", 0), ("shard", 1), ("shard", 2)]

@@ -21,6 +21,8 @@ from pytest_mlpbench.workload import RunSpec
 
 REPO = Path(__file__).parents[1]
 FRAMEWORKS = ["metaflow-local", "airflow-local", "kubeflow-local", "dvc", "mlflow"]
+#: the local framework architectures take 20 s (dvc) to 3 min (airflow-local, servers included) on 2 cores
+ARCHITECTURES = ["inprocess", "subprocess", *(pytest.param(name, marks=pytest.mark.slow) for name in FRAMEWORKS)]
 FANOUT_TEST = """
 def test_fanout(mlpbench):
     mlpbench.run("fanout")
@@ -111,7 +113,7 @@ def roots_and_children(spans, runs):
         yield run, root, children
 
 
-@pytest.mark.parametrize("arch", ["inprocess", "subprocess", *FRAMEWORKS])
+@pytest.mark.parametrize("arch", ARCHITECTURES)
 def test_every_step_is_a_child_span_of_its_run(bench, arch):
     run_bench(bench, arch, "--mlpbench-otel-file=otel.jsonl").assert_outcomes(passed=1)
     spans, metrics = read_otlp_json(bench.path / "otel.jsonl")

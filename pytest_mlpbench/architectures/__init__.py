@@ -46,6 +46,8 @@ BUILTIN = [
     Entry("kubeflow-local", f"{_ARCH}.kubeflow:KubeflowLocal", _EXTRAS),
     Entry("kubeflow", f"{_ARCH}.kubeflow:KubeflowRemote", _EXTRAS),
     Entry("sagemaker", f"{_ARCH}.sagemaker:SageMaker", _EXTRAS),
+    Entry("sagemaker-local", f"{_ARCH}.sagemaker_local:SageMakerLocal", _EXTRAS),
+    Entry("kubeflow-docker", f"{_ARCH}.kubeflow_docker:KubeflowDocker", _EXTRAS),
     Entry("dvc", f"{_ARCH}.dvc:Dvc", _EXTRAS),
     Entry("mlflow", f"{_ARCH}.mlflow:MlflowProjects", _EXTRAS),
 ]

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import contextlib
 import datetime
-import json
 import os
 import re
 import threading
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import psutil
@@ -154,12 +155,9 @@ class KubeflowRemote(Architecture):
     def open(self, session_dir):
         import kfp
 
+        probe(self.host)  # kfp.Client itself retries an unreachable host for half a minute
         self._pipelines = _Pipelines(self.options.kubeflow_image)
         self.client = kfp.Client(host=self.host, namespace=self.options.get("kubeflow_namespace") or "kubeflow")
-        try:
-            self.client._healthz_api.healthz_service_get_healthz(_request_timeout=REQUEST_TIMEOUT_S)
-        except Exception as exc:
-            raise Unavailable(f"kubeflow: KFP endpoint {self.host} does not answer: {exc}") from exc
 
     def versions(self):
         return kfp_versions()
@@ -179,19 +177,35 @@ class KubeflowRemote(Architecture):
 
     def _wait(self, run_id: str, run):
         poll_s = self.options.get("remote_poll") or 2.0
-        while True:
-            detail = self.client._run_api.run_service_get_run(run_id=run_id, _request_timeout=REQUEST_TIMEOUT_S)
-            if str(detail.state).upper() in FINISHED:
-                return detail
-            remaining = run.remaining_s()
-            if remaining == 0:
-                self.client.terminate_run(run_id)
-                raise RunTimeout(f"run exceeded --mlpbench-timeout={run.timeout_s:g}s; terminated KFP run {run_id}")
-            time.sleep(poll_s if remaining is None else min(poll_s, remaining))
+        try:
+            while True:
+                detail = self.client._run_api.run_service_get_run(run_id=run_id, _request_timeout=REQUEST_TIMEOUT_S)
+                if str(detail.state).upper() in FINISHED:
+                    return detail
+                remaining = run.remaining_s()
+                if remaining == 0:
+                    self.client.terminate_run(run_id)
+                    raise RunTimeout(f"run exceeded --mlpbench-timeout={run.timeout_s:g}s; "
+                                     f"terminated KFP run {run_id}")
+                time.sleep(poll_s if remaining is None else min(poll_s, remaining))
+        except KeyboardInterrupt:
+            self.client.terminate_run(run_id)
+            raise
 
 
 REQUEST_TIMEOUT_S = 30
 FINISHED = {"SUCCEEDED", "FAILED", "SKIPPED", "CANCELED", "CANCELLED"}
+
+
+def probe(host: str) -> None:
+    """Raise :class:`Unavailable` unless the KFP API answers (any HTTP status
+    counts: an endpoint behind a login still answers)."""
+    try:
+        urllib.request.urlopen(f"{host.rstrip('/')}/apis/v2beta1/healthz", timeout=10).close()
+    except urllib.error.HTTPError:
+        pass
+    except (OSError, ValueError) as exc:
+        raise Unavailable(f"kubeflow: KFP endpoint {host} does not answer: {exc}") from exc
 
 
 def remote_spec(run, artifacts: str) -> tuple[dict, dict]:

@@ -214,8 +214,12 @@ class Driver:
     def collect_task_info(self, parent_id: str) -> None:
         """MLflow's own times of every step run: created (launch delay) and ended."""
         from mlflow import MlflowClient
+        from mlflow.exceptions import MlflowException
 
-        children = MlflowClient().search_runs([self.experiment_id], f"tags.`{PARENT_TAG}` = '{parent_id}'")
+        try:
+            children = MlflowClient().search_runs([self.experiment_id], f"tags.`{PARENT_TAG}` = '{parent_id}'")
+        except MlflowException:
+            return  # metadata only: the run's outcome stands without it
         for child in children:
             step = child.data.tags.get("mlflow.project.entryPoint")
             index = child.data.params.get("index")

@@ -9,6 +9,7 @@ import re
 import time
 
 from ..events import append_event, read_events
+from ..workload import WorkloadError
 from .base import Architecture, RunFailed, RunTimeout, Unavailable
 from .pipeline_task import to_param
 
@@ -19,7 +20,8 @@ STOP_WAIT_S = 60.0
 
 def resolve_settings(options) -> dict:
     """Role, S3 root and region from the options or the standard AWS
-    configuration; raise :class:`Unavailable` naming all that is missing."""
+    configuration, and the task image; raise :class:`Unavailable` naming all
+    that is missing."""
     import boto3
 
     session = boto3.Session(region_name=options.get("sagemaker_region") or None)
@@ -38,6 +40,8 @@ def resolve_settings(options) -> dict:
         missing.append("an S3 root (--mlpbench-sagemaker-s3-root=s3://BUCKET/PREFIX or SAGEMAKER_S3_ROOT)")
     elif not s3_root.startswith("s3://"):
         missing.append(f"an s3:// URI as S3 root (got {s3_root!r})")
+    if not options.get("sagemaker_image"):
+        missing.append("a task image (--mlpbench-sagemaker-image=URI with pytest-mlpbench and the workloads)")
     if missing:
         raise Unavailable("sagemaker: AWS is not configured; missing " + "; ".join(missing))
     return {"boto_session": session, "role": role, "s3_root": s3_root.rstrip("/")}
@@ -71,31 +75,28 @@ class SageMaker(Architecture):
 
             timeout = self.options.get("timeout")
             settings = Settings(role=self._settings["role"], s3_root=self._settings["s3_root"],
-                                image=self.image(), instance_type=self.options.get("sagemaker_instance_type")
-                                or "ml.m5.large", max_runtime_s=int(timeout) + 1 if timeout else None)
+                                image=self.options.sagemaker_image,
+                                instance_type=self.options.get("sagemaker_instance_type") or "ml.m5.large",
+                                max_runtime_s=int(timeout) + 1 if timeout else None)
             pipeline = build_pipeline(workload, settings, self.session)
             pipeline.upsert(role_arn=self._settings["role"], description=f"pytest-mlpbench {workload.name}")
             self._upserted[workload.name] = pipeline
         return self._upserted[workload.name]
 
-    def image(self) -> str:
-        image = self.options.get("sagemaker_image")
-        if not image:
-            raise RunFailed("sagemaker: set --mlpbench-sagemaker-image to an image (ECR URI) with pytest-mlpbench "
-                            "and the workloads installed; the steps run `python3 -m "
-                            "pytest_mlpbench.architectures.sagemaker_task` in it")
-        return image
-
     def run(self, workload, run):
         from botocore.exceptions import BotoCoreError, ClientError
+        from sagemaker.core.helper.iam_role_resolver import RoleValidationError
 
         try:
-            self._run(workload, run)
+            pipeline = self.pipeline(workload)
+        except (BotoCoreError, ClientError, RoleValidationError, WorkloadError, ValueError) as exc:
+            raise RunFailed(f"sagemaker: cannot create or update the pipeline: {exc}") from exc
+        try:
+            self._run(pipeline, run)
         except (BotoCoreError, ClientError) as exc:
             raise RunFailed(f"sagemaker: {exc}") from exc
 
-    def _run(self, workload, run):
-        pipeline = self.pipeline(workload)
+    def _run(self, pipeline, run):
         spec = {**run.spec.__dict__, "artifacts": "", "events": ""}  # set by each task in its container
         env = {"TRACEPARENT": run.spec.traceparent} if run.spec.traceparent else {}
         arn = self.start(pipeline.name, run.spec.run_id, spec, env)
@@ -117,15 +118,19 @@ class SageMaker(Architecture):
     def wait(self, arn: str, run) -> str:
         """Poll until the execution ends; stop it at the run's deadline."""
         poll_s = self.options.get("remote_poll") or 2.0
-        while True:
-            status = self.client.describe_pipeline_execution(PipelineExecutionArn=arn)["PipelineExecutionStatus"]
-            if status in FINISHED:
-                return status
-            remaining = run.remaining_s()
-            if remaining == 0:
-                self.stop(arn)
-                raise RunTimeout(f"run exceeded --mlpbench-timeout={run.timeout_s:g}s; stopped {arn}")
-            time.sleep(poll_s if remaining is None else min(poll_s, remaining))
+        try:
+            while True:
+                status = self.client.describe_pipeline_execution(PipelineExecutionArn=arn)["PipelineExecutionStatus"]
+                if status in FINISHED:
+                    return status
+                remaining = run.remaining_s()
+                if remaining == 0:
+                    self.stop(arn)
+                    raise RunTimeout(f"run exceeded --mlpbench-timeout={run.timeout_s:g}s; stopped {arn}")
+                time.sleep(poll_s if remaining is None else min(poll_s, remaining))
+        except KeyboardInterrupt:
+            self.stop(arn)
+            raise
 
     def stop(self, arn: str) -> None:
         self.client.stop_pipeline_execution(PipelineExecutionArn=arn)

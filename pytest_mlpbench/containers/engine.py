@@ -11,8 +11,10 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import tempfile
 import time
 import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -47,9 +49,6 @@ STORAGE_CONF = """\
 driver = "overlay"
 graphroot = "{root}"
 runroot = "{runroot}"
-
-[storage.options]
-additionalimagestores = [{stores}]
 """
 
 
@@ -58,7 +57,7 @@ class Engine:
     kind: str  # "docker" or "podman"
     url: str  # Docker API endpoint, unix://...
     dir: Path | None = None  # podman: the session's engine state
-    image_store: Path | None = None  # podman: read-only store of the cached images
+    short_dir: Path | None = None  # podman: run root and socket (podman wants a run root under 50 characters)
     service: subprocess.Popen | None = None
     session_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
 
@@ -66,10 +65,15 @@ class Engine:
     def labels(self) -> dict[str, str]:
         return {SESSION_LABEL: self.session_id}
 
+    @contextmanager
     def client(self, timeout: float = 120.0):
         import docker
 
-        return docker.DockerClient(base_url=self.url, timeout=timeout)
+        client = docker.DockerClient(base_url=self.url, timeout=timeout)
+        try:
+            yield client
+        finally:
+            client.close()
 
     def env(self) -> dict[str, str]:
         """Variables for tools that talk to the engine (docker-compose, docker SDK)."""
@@ -109,11 +113,11 @@ class Engine:
         _quietly(lambda: subprocess.run(self.podman_cli("rm", "--all", "--force"), env=self.podman_env(),
                                         capture_output=True, timeout=CLI_TIMEOUT_S))
         unmount_under(self.dir)
+        unmount_under(self.short_dir)
+        shutil.rmtree(self.short_dir, ignore_errors=True)
 
-    def podman_cli(self, *args: str, root: Path | None = None, runroot: Path | None = None) -> list[str]:
-        root = root or self.dir / "root"
-        runroot = runroot or self.dir / "runroot"
-        return ["podman", "--root", str(root), "--runroot", str(runroot), *args]
+    def podman_cli(self, *args: str) -> list[str]:
+        return ["podman", "--root", str(self.dir / "root"), "--runroot", str(self.short_dir / "run"), *args]
 
 
 def _quietly(fn) -> None:
@@ -123,7 +127,7 @@ def _quietly(fn) -> None:
         pass
 
 
-def open_engine(session_dir: Path, options=None, image_store: Path | None = None) -> Engine:
+def open_engine(session_dir: Path, options=None) -> Engine:
     """The engine the options ask for; raise :class:`Unavailable` saying why not."""
     choice = (options.get("container_engine") if options else None) or "auto"
     host = (options.get("docker_host") if options else None) or os.environ.get("DOCKER_HOST")
@@ -135,7 +139,7 @@ def open_engine(session_dir: Path, options=None, image_store: Path | None = None
         if choice == "docker":
             raise Unavailable(f"no Docker engine answers at {url} ({error}); start it, or set "
                               "--mlpbench-docker-host / $DOCKER_HOST, or --mlpbench-container-engine=podman")
-    return start_podman(Path(session_dir) / "podman", image_store)
+    return start_podman(Path(session_dir) / "podman")
 
 
 def ping(url: str) -> str | None:
@@ -145,8 +149,11 @@ def ping(url: str) -> str | None:
     try:
         import docker
 
-        with docker.DockerClient(base_url=url, timeout=PING_TIMEOUT_S) as client:
+        client = docker.DockerClient(base_url=url, timeout=PING_TIMEOUT_S)
+        try:
             client.ping()
+        finally:
+            client.close()
     except Exception as exc:
         return f"{type(exc).__name__}: {exc}"
     return None
@@ -163,21 +170,19 @@ def check_podman() -> None:
                           "as root only (runc on a hybrid cgroup setup); run as root or set --mlpbench-docker-host")
 
 
-def write_podman_config(state: Path, image_store: Path | None) -> None:
-    for sub in ("root", "runroot", "tmp", "networks"):
+def write_podman_config(state: Path, short: Path) -> None:
+    for sub in ("root", "tmp", "networks"):
         (state / sub).mkdir(parents=True, exist_ok=True)
     (state / "containers.conf").write_text(CONTAINERS_CONF.format(dir=state))
-    stores = f'"{image_store}"' if image_store and (image_store / "overlay-images").is_dir() else ""
-    (state / "storage.conf").write_text(STORAGE_CONF.format(root=state / "root", runroot=state / "runroot",
-                                                            stores=stores))
+    (state / "storage.conf").write_text(STORAGE_CONF.format(root=state / "root", runroot=short / "run"))
 
 
-def start_podman(state: Path, image_store: Path | None = None) -> Engine:
+def start_podman(state: Path) -> Engine:
     """Start ``podman system service`` on a socket under ``state``."""
     check_podman()
-    write_podman_config(state, image_store)
-    socket = state / "podman.sock"
-    engine = Engine("podman", f"unix://{socket}", dir=state, image_store=image_store)
+    short = Path(tempfile.mkdtemp(prefix="mlpb-", dir="/tmp"))
+    write_podman_config(state, short)
+    engine = Engine("podman", f"unix://{short / 'podman.sock'}", dir=state, short_dir=short)
     log = state / "service.log"
     with open(log, "ab") as out:
         engine.service = subprocess.Popen(

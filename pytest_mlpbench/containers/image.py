@@ -4,10 +4,13 @@ Three layers, each named by a hash of what goes into it:
 
 1. ``rootfs-<hash>.tar``: a minimal Debian (``debootstrap --variant=minbase``)
    with python3 and pip, imported as an image (slow: minutes; cached as a tar).
-2. ``mlpbench-base:<hash>``: that plus kfp (the KFP executor runs in the task
+2. ``localhost/mlpbench-base:<hash>``: that plus kfp (the KFP executor runs in the task
    container) from the package index, pinned by requirements/constraints.txt
-   (cached as a ``docker save`` tar, loaded into a fresh Podman store).
-3. ``mlpbench-steps:<hash>``: that plus the project source (pytest_mlpbench,
+   (cached as a ``docker save`` tar, loaded into a fresh Podman store). The
+   ``localhost/`` names keep Podman from looking them up on docker.io.
+   Optionally ``localhost/mlpbench-torch:<hash>`` on top: torch from the host's
+   wheel (/opt/wheels or $MLPBENCH_WHEELS) and numpy, for the real workloads.
+3. ``localhost/mlpbench-steps:<hash>``: that plus the project source (pytest_mlpbench,
    workloads, tests/fakes.py) under /opt/mlpbench (seconds; rebuilt on any change).
 """
 from __future__ import annotations
@@ -15,6 +18,7 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import io
+import json
 import os
 import shutil
 import subprocess
@@ -42,9 +46,18 @@ COPY constraints.txt /tmp/constraints.txt
 RUN PIP_CERT=/etc/ssl/certs/ca-certificates.crt python3 -m pip install --no-cache-dir --break-system-packages \\
     -c /tmp/constraints.txt kfp=={{kfp}} && rm /tmp/constraints.txt
 """
+TORCH_FILE = """\
+FROM {base}
+COPY constraints.txt /tmp/constraints.txt
+COPY {wheel} /tmp/{wheel}
+RUN PIP_CERT=/etc/ssl/certs/ca-certificates.crt python3 -m pip install --no-cache-dir --break-system-packages \\
+    -c /tmp/constraints.txt /tmp/{wheel} numpy && rm /tmp/constraints.txt /tmp/{wheel}
+"""
+WHEELS = Path(os.environ.get("MLPBENCH_WHEELS", "/opt/wheels"))
 APP_FILE = f"""\
 FROM {{base}}
 COPY src {APP_DIR}
+RUN python3 -m compileall -q {APP_DIR}
 ENV PYTHONPATH={APP_DIR}:{APP_DIR}/tests PYTHONDONTWRITEBYTECODE=1
 WORKDIR /tmp
 """
@@ -77,14 +90,17 @@ def kfp_version() -> str:
     return version("kfp")
 
 
-def ensure_image(engine: Engine, cache: Path | None = None, log: Path | None = None) -> str:
-    """The tag of the steps' image on ``engine``, built or loaded as needed."""
+def ensure_image(engine: Engine, cache: Path | None = None, log: Path | None = None, torch: bool = False) -> str:
+    """The tag of the steps' image on ``engine``, built or loaded as needed;
+    with ``torch``, on a layer with torch and numpy (for the real workloads)."""
     cache = Path(cache or default_cache())
     cache.mkdir(parents=True, exist_ok=True)
     with locked(cache / "build.lock"), engine.client(timeout=BUILD_TIMEOUT_S) as client:
         base = ensure_base(client, cache, log)
+        if torch:
+            base = ensure_torch(client, base, cache, log)
         files = source_files()
-        tag = "mlpbench-steps:" + digest(base, *(str(f.relative_to(ROOT)) for f in files),
+        tag = "localhost/mlpbench-steps:" + digest(base, *(str(f.relative_to(ROOT)) for f in files),
                                          *(f.read_bytes() for f in files))
         if not has_image(client, tag):
             context = {"Dockerfile": APP_FILE.format(base=base).encode()}
@@ -93,12 +109,29 @@ def ensure_image(engine: Engine, cache: Path | None = None, log: Path | None = N
         return tag
 
 
-def ensure_base(client, cache: Path, log: Path | None) -> str:
+def torch_wheel() -> Path:
+    from importlib.metadata import version
+
+    wanted = version("torch").split("+")[0]
+    found = sorted(WHEELS.glob(f"torch-{wanted}*-cp311-*.whl"))
+    if not found:
+        raise RunFailed(f"no torch {wanted} wheel for Python 3.11 under {WHEELS} (set MLPBENCH_WHEELS), "
+                        "or run with --mlpbench-container-torch=no")
+    return found[0]
+
+
+def ensure_torch(client, base: str, cache: Path, log: Path | None) -> str:
+    wheel = torch_wheel()
     constraints = ROOT / "requirements" / "constraints.txt"
-    rootfs = ensure_rootfs(cache, log)
-    rootfs_tag = "mlpbench-rootfs:" + rootfs.stem.split("-", 1)[1]
-    tag = "mlpbench-base:" + digest(rootfs.name, kfp_version(), constraints.read_bytes())
-    saved = cache / f"{tag.replace(':', '-')}.tar"
+    tag = "localhost/mlpbench-torch:" + digest(base, wheel.name, str(wheel.stat().st_size), constraints.read_bytes())
+    return cached_build(client, lambda: {"Dockerfile": TORCH_FILE.format(base=base, wheel=wheel.name).encode(),
+                                         "constraints.txt": constraints.read_bytes(), wheel.name: wheel.read_bytes()},
+                        tag, cache, log)
+
+
+def cached_build(client, context, tag: str, cache: Path, log: Path | None) -> str:
+    """``tag`` from the engine, else from its saved tar in the cache, else built and saved."""
+    saved = cache / f"{tag.split('/')[-1].replace(':', '-')}.tar"
     if has_image(client, tag):
         return tag
     if saved.exists():
@@ -106,19 +139,37 @@ def ensure_base(client, cache: Path, log: Path | None) -> str:
             client.images.load(archive)
         if has_image(client, tag):
             return tag
-    if not has_image(client, rootfs_tag):
-        with open(rootfs, "rb") as archive:
-            client.api.import_image_from_data(archive, repository=rootfs_tag.split(":")[0],
-                                              tag=rootfs_tag.split(":")[1])
-    context = {"Dockerfile": BASE_FILE.format(rootfs=rootfs_tag, kfp=kfp_version()).encode(),
-               "ca-certificates.crt": Path(CA_BUNDLE).read_bytes(), "constraints.txt": constraints.read_bytes()}
-    build(client, context, tag, log)
+    build(client, context(), tag, log)
     partial = saved.with_suffix(".part")
     with open(partial, "wb") as out:
         for chunk in client.images.get(tag).save(named=True):
             out.write(chunk)
     partial.rename(saved)
     return tag
+
+
+def ensure_base(client, cache: Path, log: Path | None) -> str:
+    constraints = ROOT / "requirements" / "constraints.txt"
+    rootfs = ensure_rootfs(cache, log)
+    rootfs_tag = "localhost/mlpbench-rootfs:" + rootfs.stem.split("-", 1)[1]
+    tag = "localhost/mlpbench-base:" + digest(rootfs.name, kfp_version(), constraints.read_bytes())
+
+    def context():
+        import_rootfs(client, rootfs, rootfs_tag)
+        return {"Dockerfile": BASE_FILE.format(rootfs=rootfs_tag, kfp=kfp_version()).encode(),
+                "ca-certificates.crt": Path(CA_BUNDLE).read_bytes(), "constraints.txt": constraints.read_bytes()}
+
+    return cached_build(client, context, tag, cache, log)
+
+
+def import_rootfs(client, rootfs: Path, tag: str) -> None:
+    if has_image(client, tag):
+        return
+    with open(rootfs, "rb") as archive:
+        answer = client.api.import_image_from_data(archive, repository=tag.rpartition(":")[0])
+    # Podman's Docker API ignores the import's tag (it tags "latest"): tag the id ourselves
+    image_id = json.loads(answer.strip().splitlines()[-1])["id"] if isinstance(answer, str) else answer["id"]
+    client.images.get(image_id).tag(*tag.rsplit(":", 1))
 
 
 def ensure_rootfs(cache: Path, log: Path | None) -> Path:

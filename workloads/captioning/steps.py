@@ -37,13 +37,13 @@ def load_model(ctx) -> dict:
     scenes_path, truth_path = ctx.artifacts / "scenes.npy", ctx.artifacts / "truth.json"
     np.save(scenes_path, images)
     truth_path.write_text(json.dumps(captions))
-    return {"model": model, "model_kind": kind, "scenes": str(scenes_path), "truth": str(truth_path),
+    return {"model": model, "model_kind": kind, "images_file": str(scenes_path), "truth_file": str(truth_path),
             "shards": shard_ranges(p["images"], p["shards"])}
 
 
-def caption(ctx, item, model, model_kind, scenes, truth) -> dict:
+def caption(ctx, item, model, model_kind, images_file, truth_file) -> dict:
     start, end = item
-    images = np.array(np.load(scenes, mmap_mode="r")[start:end])  # this shard only, as a writable copy
+    images = np.array(np.load(images_file, mmap_mode="r")[start:end])  # this shard only, as a writable copy
     batch = ctx.params["batch_size"]
     if model_kind == "hf":
         captions = hf.caption(model, images, batch)
@@ -56,9 +56,9 @@ def caption(ctx, item, model, model_kind, scenes, truth) -> dict:
     return {"captions": str(path), "count": len(captions)}
 
 
-def score(ctx, captions, count, truth, **_upstream) -> dict:
+def score(ctx, captions, count, truth_file, **_upstream) -> dict:
     predicted = [c for path in captions for c in json.loads(Path(path).read_text())]
-    expected = json.loads(Path(truth).read_text())
+    expected = json.loads(Path(truth_file).read_text())
     if len(predicted) != len(expected):
         raise ValueError(f"the shards captioned {len(predicted)} images, expected {len(expected)}")
     constant = Counter(expected).most_common(1)[0][0]  # the best single caption: a trivial baseline

@@ -19,7 +19,7 @@ from ..base import Architecture, Unavailable, step_environment
 from .client import AirflowError
 from .dags import dag_id, local_dag
 from .driver import DagDriver
-from .server import AirflowServer, parse_settings, redact
+from .server import AirflowServer, redact
 
 __all__ = ["AirflowKubernetes", "AirflowLocal"]
 

@@ -34,10 +34,15 @@ class DagDriver:
         limit = _limit(run, self.parse_timeout_s)
         deadline = time.monotonic() + limit
         while time.monotonic() < deadline:
-            if self.client.dag(dag_id) is not None:
-                self._ready.add(dag_id)
-                return
-            errors = self.client.import_errors(path.name)
+            try:
+                if self.client.dag(dag_id) is not None:
+                    self._ready.add(dag_id)
+                    return
+                errors = self.client.import_errors(path.name)
+            except AirflowError as exc:
+                if exc.status is not None:
+                    raise
+                errors = []  # a slow answer: ask again
             if errors:
                 raise RunFailed(f"Airflow could not import the generated DAG {path.name}:\n{errors[-1]}")
             time.sleep(0.2)
@@ -49,7 +54,7 @@ class DagDriver:
         """Trigger ``dag_id`` for ``run``, wait for it, record its task instances; return the final DAG run."""
         run_id = run.spec.run_id
         conf = {CONF_KEY: {"spec": dataclasses.asdict(run.spec), "env": run.env, **(conf_extra or {})}}
-        self.client.trigger(dag_id, run_id, conf)
+        self._trigger(dag_id, run_id, conf, run)
         try:
             dag_run = self._wait(dag_id, run)
         except BaseException:
@@ -61,9 +66,26 @@ class DagDriver:
             raise RunFailed(self._failure(dag_id, run_id))
         return dag_run
 
-    def _wait(self, dag_id: str, run: Run) -> dict:
+    def _trigger(self, dag_id: str, run_id: str, conf: dict, run: Run) -> None:
         while True:
-            dag_run = self.client.dag_run(dag_id, run.spec.run_id)
+            try:
+                self.client.trigger(dag_id, run_id, conf)
+                return
+            except AirflowError as exc:
+                if exc.status == 409:  # an earlier, slow attempt did create it
+                    return
+                if exc.status is not None or run.remaining_s() == 0:
+                    raise RunFailed(f"Airflow refused to trigger {dag_id}: {exc}") from None
+
+    def _wait(self, dag_id: str, run: Run) -> dict:
+        dag_run = {"state": "queued"}
+        while True:
+            try:
+                dag_run = self.client.dag_run(dag_id, run.spec.run_id)
+            except AirflowError as exc:
+                if exc.status is not None:
+                    raise
+                # A slow answer on a loaded machine is not a failed run; the deadline still holds.
             if dag_run["state"] in FINISHED:
                 return dag_run
             if run.remaining_s() == 0:

@@ -32,6 +32,9 @@ LATENCY_SETTINGS = {
     "dag_processor.bundle_refresh_check_interval": "1",
     # One parsing process is plenty for a handful of generated DAG files.
     "dag_processor.parsing_processes": "1",
+    # A task's supervisor gives up (and the task fails) when the api-server does not answer
+    # within 5 s, five times; a busy machine's first answers after start-up can take longer.
+    "workers.execution_api_timeout": "30",
 }
 
 
@@ -185,9 +188,9 @@ class AirflowServer:
         return "\n".join(f"--- {name}.log\n{tail(self.home / f'{name}.log', lines)}" for name in self.COMPONENTS)
 
     def stop(self, grace_s: float = 10.0) -> None:
-        """End every component and everything it started (the scheduler may wait for its
-        tasks on SIGTERM, and task processes may leave its group, so descendants are
-        collected first and killed after the grace period)."""
+        """End every component and everything it started. The scheduler may wait for its
+        tasks on SIGTERM and task processes run in process groups of their own, so the
+        descendants are collected first, signalled too, and killed after the grace period."""
         procs = list(self.procs.values())
         self.procs.clear()
         if procs:
@@ -204,6 +207,8 @@ def stop_groups(procs: list[subprocess.Popen], grace_s: float = 10.0) -> None:
             pass
     for proc in procs:
         _signal_group(proc.pid, signal.SIGTERM)
+    for child in tree:  # task processes run in process groups of their own
+        _terminate(child)
     deadline = time.monotonic() + grace_s
     for proc in procs:
         try:
@@ -219,6 +224,13 @@ def stop_groups(procs: list[subprocess.Popen], grace_s: float = 10.0) -> None:
         except psutil.Error:
             pass
     psutil.wait_procs(tree, timeout=5)
+
+
+def _terminate(proc: psutil.Process) -> None:
+    try:
+        proc.terminate()
+    except psutil.Error:
+        pass
 
 
 def _signal_group(pgid: int, sig: int) -> None:

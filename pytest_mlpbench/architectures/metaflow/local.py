@@ -39,6 +39,7 @@ class MetaflowLocal(Architecture):
         self.dir = Path(session_dir)
         for sub in ("home", "store/.metaflow", "flows"):
             (self.dir / sub).mkdir(parents=True, exist_ok=True)
+        import metaflow  # noqa: F401  the client reads each run's task times: import it outside the runs
 
     def versions(self) -> dict[str, str]:
         return {"metaflow": importlib.metadata.version("metaflow")}
@@ -88,7 +89,11 @@ class MetaflowLocal(Architecture):
             headline = failure_summary(run.logs[-1]) if run.logs else None
             where = f" failed in {headline}" if headline else ""
             raise type(exc)(f"Metaflow run of {flow_class_name(workload)}{where}: {exc}") from None
-        self._collect(workload, run, run_id_file)
+        try:
+            self._collect(workload, run, run_id_file)
+        except Exception as exc:
+            raise RunFailed(f"Metaflow run of {flow_class_name(workload)} ended, but its client cannot read "
+                            f"the tasks: {exc!r}") from exc
 
     def _collect(self, workload, run, run_id_file: Path) -> None:
         if not run_id_file.exists():

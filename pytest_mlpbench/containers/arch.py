@@ -1,0 +1,139 @@
+"""What the container-per-step architectures share: the session's engine and
+image, and the container times each step's record gets."""
+from __future__ import annotations
+
+import datetime
+import importlib.util
+import os
+import re
+from contextlib import contextmanager
+from pathlib import Path
+
+from ..architectures.base import Architecture, RunFailed, Unavailable
+from .engine import DEFAULT_SOCKET, check_podman, open_engine, ping
+from .image import ensure_image
+
+STAMP = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d+))?(Z|[+-]\d\d:\d\d|)$")
+RUN_LABEL = "mlpbench.run"
+STEP_LABEL = "mlpbench.step"
+INDEX_LABEL = "mlpbench.index"
+
+
+class ContainerArchitecture(Architecture):
+    """Opens the engine and the steps' image for the session; closes both."""
+
+    engine = None
+    image: str | None = None
+
+    def check(self):
+        try:
+            import docker  # noqa: F401  (kfp's DockerRunner and our engine client)
+        except ImportError as exc:
+            raise Unavailable(f"{self.name}: the docker Python package is missing ({exc}); "
+                              "pip install docker") from exc
+        choice = self.options.get("container_engine") or "auto"
+        url = self.options.get("docker_host") or os.environ.get("DOCKER_HOST") or DEFAULT_SOCKET
+        if choice != "podman" and ping(url) is None:
+            return
+        if choice == "docker":
+            raise Unavailable(f"{self.name}: no Docker engine answers at {url}; start it or set "
+                              "--mlpbench-docker-host, or use --mlpbench-container-engine=podman")
+        try:
+            check_podman()
+        except Unavailable as exc:
+            raise Unavailable(f"{self.name}: {exc}") from None
+
+    def open(self, session_dir):
+        self.engine = open_engine(Path(session_dir), self.options)
+        self.image = self.options.get("container_image")
+        if not self.image:
+            cache = self.options.get("image_cache")
+            try:
+                self.image = ensure_image(self.engine, Path(cache) if cache else None,
+                                          log=Path(session_dir) / "image-build.log", torch=self.wants_torch())
+            except (RunFailed, OSError) as exc:
+                raise Unavailable(f"{self.name}: could not build the steps' image ({exc}); name one "
+                                  "with --mlpbench-container-image") from exc
+
+    def wants_torch(self) -> bool:
+        choice = self.options.get("container_torch") or "auto"
+        if choice == "auto":
+            return importlib.util.find_spec("torch") is not None
+        return choice == "yes"
+
+    def close(self):
+        if self.engine is not None:
+            self.engine.close()
+            self.engine = None
+
+    def watch_pids(self):
+        return self.engine.pids() if self.engine else []
+
+    def versions(self):
+        if self.engine is None:
+            return {}
+        with self.engine.client(timeout=30) as client:
+            return {f"{self.engine.kind}-engine": str(client.version().get("Version")), "step-image": self.image}
+
+    def run_labels(self, run, **extra) -> dict[str, str]:
+        return {**self.engine.labels, RUN_LABEL: run.spec.run_id, **{k: str(v) for k, v in extra.items()}}
+
+    def remove_run_containers(self, run) -> None:
+        self.engine.remove_containers({"label": [f"{RUN_LABEL}={run.spec.run_id}"]})
+
+
+@contextmanager
+def engine_environment(engine):
+    """``DOCKER_HOST`` for the SDK code that reads it from the environment
+    (docker.from_env in kfp, docker-compose in SageMaker local mode)."""
+    old = os.environ.get("DOCKER_HOST")
+    os.environ.update(engine.env())
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop("DOCKER_HOST", None)
+        else:
+            os.environ["DOCKER_HOST"] = old
+
+
+def timestamp_ns(text: str | None) -> int | None:
+    """Nanoseconds since the epoch of an engine timestamp (RFC 3339, ns digits)."""
+    match = STAMP.match(text or "")
+    if not match or text.startswith("0001-"):
+        return None
+    whole, fraction, zone = match.groups()
+    zone = "+00:00" if zone in ("", "Z") else zone
+    seconds = int(datetime.datetime.fromisoformat(whole + zone).timestamp())
+    return seconds * 10**9 + int((fraction or "0")[:9].ljust(9, "0"))
+
+
+def container_times(attrs: dict) -> dict:
+    """Created, started and finished of a container, and its start-up (created to started)."""
+    created = timestamp_ns(attrs.get("Created"))
+    state = attrs.get("State") or {}
+    started = timestamp_ns(state.get("StartedAt"))
+    finished = timestamp_ns(state.get("FinishedAt"))
+    info = {"created_ns": created, "started_ns": started, "container_finished_ns": finished,
+            "container_id": attrs.get("Id", "")[:12], "exit_code": state.get("ExitCode")}
+    if created and started:
+        info["container_startup_s"] = (started - created) / 1e9
+    if started and finished:
+        info["container_run_s"] = (finished - started) / 1e9
+    return {k: v for k, v in info.items() if v is not None}
+
+
+def record_containers(engine, run) -> int:
+    """Put each of the run's containers' times into the run's task info, by their step labels."""
+    found = 0
+    with engine.client(timeout=60) as client:
+        for container in client.containers.list(all=True, filters={"label": [f"{RUN_LABEL}={run.spec.run_id}"]}):
+            labels = container.attrs.get("Config", {}).get("Labels") or {}
+            step = labels.get(STEP_LABEL)
+            if not step:
+                continue
+            index = labels.get(INDEX_LABEL)
+            run.add_task_info(step, int(index) if index not in (None, "", "None") else None,
+                              **container_times(container.attrs))
+            found += 1
+    return found
