@@ -9,9 +9,9 @@ PYTEST_ARGS ?=
 
 .PHONY: system install bench test clean
 
-system:
+system:  # PostgreSQL for the Airflow tests; Podman, runc, debootstrap and Compose for the container architectures
 	apt-get update -qq
-	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql podman runc debootstrap docker-compose >/dev/null
 
 install: $(VENV)/.installed
 

@@ -124,6 +124,12 @@ def pytest_terminal_summary(terminalreporter, config):
         terminalreporter.write(session.telemetry.console_text())
 
 
+def pytest_runtest_teardown(item):
+    bench = item.config.stash.get(SESSION, None)
+    if bench and bench.telemetry:
+        bench.telemetry.flush()  # between tests, never while a run is measured
+
+
 @pytest.hookimpl(trylast=True)
 def pytest_sessionfinish(session):
     """Stop every server and process the architectures started, also after a

@@ -66,7 +66,9 @@ class BenchSession:
                 self._versions.update(arch.versions())
             except Unavailable as exc:
                 self._unavailable[name] = str(exc)
-                self._architectures.pop(name, None)
+                opened = self._architectures.pop(name, None)
+                if opened:  # open() found it cannot run: stop what it started
+                    opened.close()
                 raise
         return self._architectures[name]
 
@@ -143,6 +145,7 @@ class BenchSession:
         while self._architectures:
             _, arch = self._architectures.popitem()
             arch.close()
+        self._warmed.clear()  # a reopened architecture warms up again
 
     def close(self) -> None:
         self.close_architectures()

@@ -5,17 +5,16 @@ The run's root span gets its ids before the run starts; its ``traceparent``
 travels in the run spec and the ``TRACEPARENT`` variable to every step, and
 each step creates its own span under it (``events.step_span``) and reports it
 in its step event, the channel that already brings step times back from any
-process, worker or pod. Exporting happens in one background thread after the
-run has ended, so nothing is exported, encoded or imported on a run's path;
-step processes do not import OpenTelemetry at all.
+process, worker or pod. Spans and metrics are built and exported only when no
+run is measured (after each test and at the session's end): exporting from a
+thread during the next rounds would compete with them for the CPU and, in the
+test process, the GIL. Step processes do not import OpenTelemetry at all.
 """
 from __future__ import annotations
 
 import io
 import logging
 import os
-import queue
-import threading
 import time
 from typing import Any, Iterable, Mapping, Sequence
 
@@ -81,16 +80,16 @@ def otlp_exporters() -> tuple[SpanExporter, MetricExporter]:
 
 
 class Telemetry:
-    """Exports runs in a background thread; ``shutdown`` drains and flushes."""
+    """Keeps finished runs and exports them when no run is measured: at the
+    end of each test (``flush``) and of the session (``shutdown``)."""
 
     def __init__(self, exporters: Sequence[tuple[SpanExporter, MetricExporter]], console: io.StringIO | None = None):
         self.resource = Resource.create({"service.name": "pytest-mlpbench", "service.version": SCOPE.version})
         self.exporters = list(exporters)
         self.console = console
         self.failures = 0
-        self.queued_runs = 0
         self.exported_runs = 0
-        self.export_cpu_s = 0.0  # what exporting cost the test process, beside the runs
+        self.export_cpu_s = 0.0  # what exporting cost the test process, between runs
         # one reader per exporter, each with the temporality its exporter prefers
         self._readers = [
             InMemoryMetricReader(preferred_temporality=m._preferred_temporality,
@@ -100,9 +99,7 @@ class Telemetry:
         self._meters = MeterProvider(resource=self.resource, metric_readers=self._readers)
         self._instruments = Instruments(self._meters.get_meter(SCOPE.name, SCOPE.version))
         self._ids = RandomIdGenerator()
-        self._queue: queue.SimpleQueue = queue.SimpleQueue()
-        self._thread = threading.Thread(target=self._work, name="mlpbench-telemetry", daemon=True)
-        self._thread.start()
+        self._pending: list[tuple] = []
 
     @classmethod
     def from_settings(cls, settings) -> "Telemetry":
@@ -124,16 +121,25 @@ class Telemetry:
         return f"00-{trace_id:032x}-{span_id:016x}-01"
 
     def add_run(self, record: RunRecord, events: list[Mapping], samples: list[Sample], traceparent: str) -> None:
-        """Queue a finished run for export; costs a queue put on the caller's side."""
-        self.queued_runs += 1
-        self._queue.put((record, events, samples, traceparent))
+        """Keep a finished run for the next flush: nothing is exported between
+        the rounds of a benchmark, where it would compete with the next run."""
+        self._pending.append((record, events, samples, traceparent))
 
-    def shutdown(self, timeout_s: float = 30.0) -> None:
-        """Export what is queued (waiting at most ``timeout_s``) and close the exporters."""
-        self._queue.put(None)
-        self._thread.join(timeout_s)
-        if self._thread.is_alive():
-            log.warning("mlpbench telemetry: exporters still busy after %gs; the rest is dropped", timeout_s)
+    def flush(self) -> None:
+        """Export the runs kept so far. Each exporter bounds its own time
+        (``OTEL_EXPORTER_OTLP_TIMEOUT``); a failure is counted, not raised."""
+        cpu0 = time.process_time()
+        pending, self._pending = self._pending, []
+        for run in pending:
+            try:
+                self._export(*run)
+            except Exception:  # an exporter's bug must not fail the benchmark or lose the other runs
+                log.exception("mlpbench telemetry: exporting a run failed")
+                self.failures += 1
+        self.export_cpu_s += time.process_time() - cpu0
+
+    def shutdown(self) -> None:
+        self.flush()
         for spans, metrics in self.exporters:
             spans.shutdown()
             metrics.shutdown()
@@ -141,23 +147,10 @@ class Telemetry:
 
     def summary(self) -> str:
         failed = f", {self.failures} export(s) failed" if self.failures else ""
-        dropped = self.queued_runs - self.exported_runs
-        dropped = f", {dropped} not exported" if dropped else ""
-        cost = f" ({self.export_cpu_s:.3f} s CPU)"
-        return f"telemetry: exported {self.exported_runs} run(s){failed}{dropped}{cost}"
+        return f"telemetry: exported {self.exported_runs} run(s){failed} ({self.export_cpu_s:.3f} s CPU)"
 
     def console_text(self) -> str:
         return self.console.getvalue() if self.console else ""
-
-    def _work(self) -> None:
-        while (item := self._queue.get()) is not None:
-            cpu0 = time.thread_time()
-            try:
-                self._export(*item)
-            except Exception:  # an exporter bug must not end the thread and lose the session's other runs
-                log.exception("mlpbench telemetry: exporting a run failed")
-                self.failures += 1
-            self.export_cpu_s += time.thread_time() - cpu0
 
     def _export(self, record: RunRecord, events, samples, traceparent: str) -> None:
         spans = run_spans(self.resource, record, events, traceparent)

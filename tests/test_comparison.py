@@ -90,13 +90,18 @@ def test_session_report_progress_and_rebuild(sessions):
     assert sorted(from_json, key=key) == sorted(({**r, "source": "first"} for r in from_jsonl), key=key)
 
 
-def test_report_without_matplotlib(bench, tmp_path, monkeypatch):
+def test_report_without_matplotlib(bench, tmp_path):
     bench.tests()
     bench.run("--mlpbench-arch=inprocess,sleepy", "--mlpbench-rounds=1", "--mlpbench-scale=smoke", "-q")
-    runs = comparison.load(bench.path / "results" / "runs.jsonl")
-    monkeypatch.delitem(sys.modules, "pytest_mlpbench.plots", raising=False)
-    monkeypatch.setitem(sys.modules, "matplotlib", None)
-    text = comparison.write_report(runs, tmp_path).read_text()
+    runs = bench.path / "results" / "runs.jsonl"
+    code = (  # a fresh interpreter: matplotlib may already be imported in this one
+        "import sys, pathlib\n"
+        "sys.modules['matplotlib'] = None\n"
+        "from pytest_mlpbench import comparison\n"
+        f"comparison.write_report(comparison.load(pathlib.Path({str(runs)!r})), pathlib.Path({str(tmp_path)!r}))\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+    text = (tmp_path / "report.md").read_text()
     assert "No plots: matplotlib is not installed (pip install matplotlib)." in text
     assert "| sleepy |" in text and not list(tmp_path.glob("*.png"))
 

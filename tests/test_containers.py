@@ -15,6 +15,7 @@ from pytest_mlpbench.architectures.kubeflow_docker import ContainerStarter, Kube
 from pytest_mlpbench.architectures.sagemaker_local import SageMakerLocal, task_labels
 from pytest_mlpbench.containers.arch import container_times, timestamp_ns
 from pytest_mlpbench.containers.engine import mount_points
+from pytest_mlpbench.containers.image import default_cache
 
 ARCHS = "--mlpbench-arch=kubeflow-docker,sagemaker-local"
 needs_engine = pytest.mark.skipif(
@@ -24,7 +25,7 @@ needs_engine = pytest.mark.skipif(
 
 
 def ours(text: str) -> bool:
-    return "mlpb-" in text or "mlpbench-" in text
+    return "mlpb-" in text or "mlpbench-" in text or "/mlpbench/store" in text
 
 
 def engine_leftovers(before: set[int]) -> list[str]:
@@ -42,7 +43,7 @@ def test_each_step_runs_in_its_own_container_and_nothing_is_left(bench):
     mounts_before = set(mount_points())
     procs_before = {p.pid for p in psutil.process_iter()}
     result = bench.run(ARCHS, "--mlpbench-rounds=1", "--mlpbench-scale=smoke", "--mlpbench-timeout=300",
-                       "--mlpbench-container-torch=no", "-rs")
+                       "--mlpbench-container-torch=no", f"--mlpbench-image-cache={default_cache()}", "-rs")
     result.assert_outcomes(passed=2)
     runs = {r["architecture"]: r for r in bench.runs()}
     assert set(runs) == {"kubeflow-docker", "sagemaker-local"}

@@ -312,10 +312,10 @@ def test_timeout_kills_the_runtime_and_its_tasks(bench, monkeypatch):
     tmp = bench.path / "tmp"
     tmp.mkdir()
     monkeypatch.setenv("TMPDIR", str(tmp))  # the session directory, so leftovers can be found
-    bench.tests()
+    bench.tests("def test_slow(mlpbench):\n    mlpbench.run('slow')\n")  # a step that sleeps 60 s
     result = bench.run("--mlpbench-arch=metaflow-local", "--mlpbench-rounds=1", "--mlpbench-timeout=3")
     result.assert_outcomes(failed=1)
-    result.stdout.fnmatch_lines(["*timeout: Metaflow run of MlpbenchLinearFlow: run exceeded --mlpbench-timeout=3s*"])
+    result.stdout.fnmatch_lines(["*timeout: Metaflow run of MlpbenchSlowFlow: run exceeded --mlpbench-timeout=3s*"])
     (record,) = bench.runs()
     assert record["outcome"] == "timeout" and 3 <= record["wall_s"] < 10
     leftovers = [p.info for p in psutil.process_iter(["pid", "cmdline"])

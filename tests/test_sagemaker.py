@@ -5,6 +5,7 @@ Moto reports every execution succeeded at once and runs nothing, so these
 tests check calls only; no run here produces a benchmark figure.
 """
 import json
+import os
 import time
 import urllib.request
 from datetime import datetime, timezone
@@ -221,6 +222,10 @@ def test_container_tasks_run_the_steps_in_the_declared_layout(tmp_path, monkeypa
     root = tmp_path / "opt-ml-processing"
     s3 = tmp_path / "s3"  # S3ROOT/runs/<run id>
     monkeypatch.setattr(sagemaker_task, "PROCESSING", root)
+    for name in ("MLPBENCH_EVENTS", "TRACEPARENT", "PYTHONPATH"):  # the task sets them for its process
+        monkeypatch.setenv(name, os.environ.get(name, ""))
+        if not os.environ[name]:
+            monkeypatch.delenv(name)
     spec = json.dumps({"workload": "fakes:FANOUT", "scale": "smoke", "run_id": "r1", "artifacts": "", "events": "",
                        "params": {}, "traceparent": None})
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from ..architectures.base import Architecture, RunFailed, Unavailable
 from .engine import DEFAULT_SOCKET, check_podman, open_engine, ping
-from .image import ensure_image
+from .image import default_cache, ensure_image, image_store
 
 STAMP = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d+))?(Z|[+-]\d\d:\d\d|)$")
 RUN_LABEL = "mlpbench.run"
@@ -44,12 +44,19 @@ class ContainerArchitecture(Architecture):
             raise Unavailable(f"{self.name}: {exc}") from None
 
     def open(self, session_dir):
-        self.engine = open_engine(Path(session_dir), self.options)
+        try:
+            self._open(Path(session_dir))
+        except BaseException:
+            self.close()  # the session forgets an architecture whose open() raised Unavailable
+            raise
+
+    def _open(self, session_dir: Path):
+        cache = Path(self.options.get("image_cache") or default_cache())
+        self.engine = open_engine(Path(session_dir), self.options, image_store(cache))
         self.image = self.options.get("container_image")
         if not self.image:
-            cache = self.options.get("image_cache")
             try:
-                self.image = ensure_image(self.engine, Path(cache) if cache else None,
+                self.image = ensure_image(self.engine, cache,
                                           log=Path(session_dir) / "image-build.log", torch=self.wants_torch())
             except (RunFailed, OSError) as exc:
                 raise Unavailable(f"{self.name}: could not build the steps' image ({exc}); name one "

@@ -49,6 +49,9 @@ STORAGE_CONF = """\
 driver = "overlay"
 graphroot = "{root}"
 runroot = "{runroot}"
+
+[storage.options]
+additionalimagestores = [{stores}]
 """
 
 
@@ -58,6 +61,7 @@ class Engine:
     url: str  # Docker API endpoint, unix://...
     dir: Path | None = None  # podman: the session's engine state
     short_dir: Path | None = None  # podman: run root and socket (podman wants a run root under 50 characters)
+    image_store: Path | None = None  # podman: the cache's image store, read-only to the service
     service: subprocess.Popen | None = None
     session_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
 
@@ -127,7 +131,7 @@ def _quietly(fn) -> None:
         pass
 
 
-def open_engine(session_dir: Path, options=None) -> Engine:
+def open_engine(session_dir: Path, options=None, image_store: Path | None = None) -> Engine:
     """The engine the options ask for; raise :class:`Unavailable` saying why not."""
     choice = (options.get("container_engine") if options else None) or "auto"
     host = (options.get("docker_host") if options else None) or os.environ.get("DOCKER_HOST")
@@ -139,7 +143,7 @@ def open_engine(session_dir: Path, options=None) -> Engine:
         if choice == "docker":
             raise Unavailable(f"no Docker engine answers at {url} ({error}); start it, or set "
                               "--mlpbench-docker-host / $DOCKER_HOST, or --mlpbench-container-engine=podman")
-    return start_podman(Path(session_dir) / "podman")
+    return start_podman(Path(session_dir) / "podman", image_store)
 
 
 def ping(url: str) -> str | None:
@@ -170,19 +174,22 @@ def check_podman() -> None:
                           "as root only (runc on a hybrid cgroup setup); run as root or set --mlpbench-docker-host")
 
 
-def write_podman_config(state: Path, short: Path) -> None:
+def write_podman_config(state: Path, short: Path, image_store: Path | None) -> None:
     for sub in ("root", "tmp", "networks"):
         (state / sub).mkdir(parents=True, exist_ok=True)
     (state / "containers.conf").write_text(CONTAINERS_CONF.format(dir=state))
-    (state / "storage.conf").write_text(STORAGE_CONF.format(root=state / "root", runroot=short / "run"))
+    (state / "storage.conf").write_text(STORAGE_CONF.format(root=state / "root", runroot=short / "run",
+                                                            stores=f'"{image_store}"' if image_store else ""))
 
 
-def start_podman(state: Path) -> Engine:
+def start_podman(state: Path, image_store: Path | None = None) -> Engine:
     """Start ``podman system service`` on a socket under ``state``."""
     check_podman()
     short = Path(tempfile.mkdtemp(prefix="mlpb-", dir="/tmp"))
-    write_podman_config(state, short)
-    engine = Engine("podman", f"unix://{short / 'podman.sock'}", dir=state, short_dir=short)
+    if image_store is not None and not (image_store / "overlay-images").is_dir():
+        image_store = None  # nothing published yet
+    write_podman_config(state, short, image_store)
+    engine = Engine("podman", f"unix://{short / 'podman.sock'}", dir=state, short_dir=short, image_store=image_store)
     log = state / "service.log"
     with open(log, "ab") as out:
         engine.service = subprocess.Popen(

@@ -27,7 +27,7 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-from ..architectures.base import RunFailed
+from ..architectures.base import RunFailed, tail
 from .engine import Engine, unmount_under
 
 SUITE = "bookworm"
@@ -96,9 +96,11 @@ def ensure_image(engine: Engine, cache: Path | None = None, log: Path | None = N
     cache = Path(cache or default_cache())
     cache.mkdir(parents=True, exist_ok=True)
     with locked(cache / "build.lock"), engine.client(timeout=BUILD_TIMEOUT_S) as client:
-        base = ensure_base(client, cache, log)
+        base = first = ensure_base(client, cache, log)
         if torch:
             base = ensure_torch(client, base, cache, log)
+        if engine.kind == "podman":
+            publish(engine, cache, [first, base] if torch else [base], log)
         files = source_files()
         tag = "localhost/mlpbench-steps:" + digest(base, *(str(f.relative_to(ROOT)) for f in files),
                                          *(f.read_bytes() for f in files))
@@ -131,7 +133,7 @@ def ensure_torch(client, base: str, cache: Path, log: Path | None) -> str:
 
 def cached_build(client, context, tag: str, cache: Path, log: Path | None) -> str:
     """``tag`` from the engine, else from its saved tar in the cache, else built and saved."""
-    saved = cache / f"{tag.split('/')[-1].replace(':', '-')}.tar"
+    saved = saved_tar(cache, tag)
     if has_image(client, tag):
         return tag
     if saved.exists():
@@ -146,6 +148,39 @@ def cached_build(client, context, tag: str, cache: Path, log: Path | None) -> st
             out.write(chunk)
     partial.rename(saved)
     return tag
+
+
+def saved_tar(cache: Path, tag: str) -> Path:
+    return cache / f"{tag.split('/')[-1].replace(':', '-')}.tar"
+
+
+def publish(engine: Engine, cache: Path, tags: list[str], log: Path | None) -> None:
+    """Load the saved layers into the cache's Podman image store, which later
+    sessions' services read as an additional store: no load per session."""
+    # the store's libpod database pins its run root: the same for every session
+    # (and Podman wants it under 50 characters)
+    store, runroot = image_store(cache), Path(f"/tmp/mlpbench-store-{digest(str(Path(cache).resolve()))[:8]}")
+    (Path(cache) / "store.conf").write_text(
+        f'[storage]\ndriver = "overlay"\ngraphroot = "{store}"\nrunroot = "{runroot}"\n')
+    (Path(cache) / "store-containers.conf").write_text(
+        f'[engine]\nruntime = "runc"\ncgroup_manager = "cgroupfs"\nevents_logger = "file"\n'
+        f'events_logfile_path = "{cache}/store-events.log"\n')
+    env = {**os.environ, "CONTAINERS_STORAGE_CONF": str(Path(cache) / "store.conf"),
+           "CONTAINERS_CONF": str(Path(cache) / "store-containers.conf")}
+    cli = ["podman", "--root", str(store), "--runroot", str(runroot)]
+    try:
+        for tag in tags:
+            exists = subprocess.run(cli + ["image", "exists", tag], env=env, capture_output=True,
+                                    timeout=BUILD_TIMEOUT_S)
+            if exists.returncode != 0 and saved_tar(cache, tag).exists():
+                run_logged(cli + ["load", "-q", "-i", str(saved_tar(cache, tag))], log, env=env)
+    finally:
+        unmount_under(store)
+        unmount_under(runroot)
+
+
+def image_store(cache: Path) -> Path:
+    return Path(cache) / "store"
 
 
 def ensure_base(client, cache: Path, log: Path | None) -> str:
@@ -232,11 +267,11 @@ def has_image(client, tag: str) -> bool:
     return True
 
 
-def run_logged(cmd: list[str], log: Path | None) -> None:
+def run_logged(cmd: list[str], log: Path | None, env: dict | None = None) -> None:
     with open(log or os.devnull, "ab") as out:
-        done = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT, timeout=BUILD_TIMEOUT_S)
+        done = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT, timeout=BUILD_TIMEOUT_S, env=env)
     if done.returncode:
-        raise RunFailed(f"{cmd[0]} exited {done.returncode}; see {log}")
+        raise RunFailed(f"{' '.join(cmd[:1] + cmd[-3:])} exited {done.returncode}: {tail(log, 3) if log else ''}")
 
 
 @contextmanager

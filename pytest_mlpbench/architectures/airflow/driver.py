@@ -30,12 +30,13 @@ class DagDriver:
         path = self.dags_folder / f"{dag_id}.py"
         tmp = path.with_suffix(".tmp")
         tmp.write_text(source)
+        written_ns = time.time_ns()
         tmp.replace(path)  # the dag-processor never sees half a file
         limit = _limit(run, self.parse_timeout_s)
         deadline = time.monotonic() + limit
         while time.monotonic() < deadline:
             try:
-                if self.client.dag(dag_id) is not None:
+                if self._parsed(dag_id, path, written_ns):
                     self._ready.add(dag_id)
                     return
                 errors = self.client.import_errors(path.name)
@@ -49,6 +50,18 @@ class DagDriver:
         if run.remaining_s() == 0:
             raise RunTimeout(f"run exceeded --mlpbench-timeout={run.timeout_s:g}s waiting for DAG {dag_id} to be parsed")
         raise RunFailed(f"the dag-processor did not parse {path} within {limit:g}s")
+
+    def _parsed(self, dag_id: str, path: Path, written_ns: int) -> bool:
+        """Parsed from this session's file: a reused PostgreSQL database still knows
+        the DAG from an earlier session, whose file is gone."""
+        dag = self.client.dag(dag_id)
+        if dag is None or dag["is_stale"] or dag["fileloc"] != str(path):
+            return False
+        if (timestamp_ns(dag["last_parsed_time"]) or 0) < written_ns:
+            return False
+        if dag["is_paused"]:  # paused by hand in an earlier session
+            self.client.api("PATCH", f"/dags/{dag_id}", {"is_paused": False})
+        return True
 
     def run(self, dag_id: str, run: Run, conf_extra: dict | None = None) -> dict:
         """Trigger ``dag_id`` for ``run``, wait for it, record its task instances; return the final DAG run."""
