@@ -129,7 +129,7 @@ class MlflowResults:
     def _log_all(self, records, bench) -> None:
         reporter = self.config.pluginmanager.get_plugin("terminalreporter")
         try:
-            versions = self._versions(bench)
+            versions = bench.versions()
             for record in records:
                 self.log(record, versions, bench.results.dir)
         except Exception as exc:  # the benchmarks ran; say why their results are not in MLflow
@@ -141,19 +141,6 @@ class MlflowResults:
             return
         if reporter:
             reporter.write_line(f"mlpbench: logged {len(records)} runs to MLflow at {self.uri}")
-
-    def _versions(self, bench) -> dict[str, str]:
-        from .plugin import VERSIONED
-        from importlib import metadata
-
-        versions = {}
-        for dist in VERSIONED:
-            try:
-                versions[dist] = metadata.version(dist)
-            except metadata.PackageNotFoundError:
-                pass
-        versions.update(bench.versions())
-        return versions
 
     def client(self):
         return import_mlflow().MlflowClient(tracking_uri=self.uri)

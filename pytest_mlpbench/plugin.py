@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import os
-from importlib import metadata
 from pathlib import Path
 
 import pytest
@@ -22,7 +21,6 @@ MARKERS = {
     "inference": "benchmarks of batch-inference workloads",
     "monitor": "benchmarks of mlpbench's own monitor",
 }
-VERSIONED = ["torch", "psutil", "pytest-benchmark", "metaflow", "apache-airflow", "kfp", "sagemaker", "mlflow", "dvc"]
 
 
 def pytest_addhooks(pluginmanager):
@@ -100,16 +98,9 @@ def mlpbench(request, benchmark, mlpbench_arch):
 
 
 def pytest_benchmark_update_machine_info(config, machine_info):
-    versions = {}
-    for dist in VERSIONED:
-        try:
-            versions[dist] = metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            pass
     session = config.stash.get(SESSION, None)
     if session:
-        versions.update(session.versions())
-    machine_info["mlpbench"] = {"versions": versions, "cpu_count": os.cpu_count()}
+        machine_info["mlpbench"] = {"versions": session.versions(), "cpu_count": os.cpu_count()}
 
 
 def pytest_terminal_summary(terminalreporter, config):

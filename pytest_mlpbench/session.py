@@ -7,6 +7,7 @@ import tempfile
 import time
 import traceback
 import uuid
+from importlib import metadata
 from pathlib import Path
 
 from .architectures import Architecture, RunFailed, RunTimeout, Unavailable
@@ -18,6 +19,9 @@ from .record import RunRecord, build_record
 from .registry import Registry
 from .report import ResultsWriter
 from .workload import RunSpec, Workload, directory_bytes
+
+
+VERSIONED = ["torch", "psutil", "pytest-benchmark", "metaflow", "apache-airflow", "kfp", "sagemaker", "mlflow", "dvc"]
 
 
 class BenchSession:
@@ -73,7 +77,14 @@ class BenchSession:
         return self._architectures[name]
 
     def versions(self) -> dict[str, str]:
-        return dict(self._versions)
+        """Versions of the libraries and frameworks installed, and of those the opened architectures ran."""
+        found = {}
+        for dist in VERSIONED:
+            try:
+                found[dist] = metadata.version(dist)
+            except metadata.PackageNotFoundError:
+                pass
+        return {**found, **self._versions}
 
     def warm_up(self, arch: Architecture, workload: Workload, params: dict) -> None:
         """One unrecorded run for architectures whose first run after start is unrepresentative."""

@@ -2,7 +2,6 @@
 from the monitor and the run record, exported to a file, OTLP/HTTP and OTLP/gRPC."""
 import csv
 import gzip
-import json
 import os
 import subprocess
 import sys
