@@ -7,7 +7,7 @@ from contextlib import nullcontext
 
 import pytest
 
-from .architectures import RunFailed
+from .architectures import RunFailed, Unavailable
 from .record import FIGURES, RunRecord
 from .report import medians
 from .session import BenchSession
@@ -26,6 +26,10 @@ class MlpBench:
         session, settings = self.session, self.session.settings
         arch = session.architecture(self.arch_name)
         work = session.registry.workload(workload)
+        try:
+            arch.check_workload(work)
+        except Unavailable as exc:
+            pytest.skip(str(exc))
         warmup = settings.warmup
         session.warm_up(arch, work, params)
         all_runs: list[RunRecord] = []

@@ -15,6 +15,7 @@ def pytest_mlpbench_register(registry):
         registry.add_workload(workload)
     registry.add_architecture("sleepy", Sleepy)
     registry.add_architecture("missing", Missing)
+    registry.add_architecture("no-fanout", NoFanout)
 """
 
 LINEAR_TEST = """

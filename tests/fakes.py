@@ -12,6 +12,7 @@ import subprocess
 import sys
 
 from pytest_mlpbench import Architecture, Step, Workload
+from pytest_mlpbench.architectures.inprocess import InProcess
 from pytest_mlpbench.events import execute_step
 from pytest_mlpbench.workload import step_inputs
 
@@ -133,3 +134,15 @@ class Missing(Architecture):
         from pytest_mlpbench import Unavailable
 
         raise Unavailable("missing: set MISSING_ENDPOINT to use it")
+
+
+class NoFanout(InProcess):
+    """``inprocess`` that declines workloads with fan-out, as SageMaker local mode must."""
+
+    name = "no-fanout"
+
+    def check_workload(self, workload):
+        from pytest_mlpbench import Unavailable
+
+        if any(step.foreach for step in workload.steps):
+            raise Unavailable("no-fanout: this architecture runs no fan-out")

@@ -207,3 +207,11 @@ def test_benchmarks_are_ordered_by_architecture(bench):
         ["*test_a[[]subprocess[]] PASSED*", "*test_b[[]subprocess[]] PASSED*", "*test_a[[]inprocess[]] PASSED*",
          "*test_b[[]inprocess[]] PASSED*"]
     )
+
+
+def test_an_architecture_can_decline_a_workload(bench):
+    bench.tests("def test_fanout(mlpbench):\n    mlpbench.run('fanout')\n\ndef test_linear(mlpbench):\n    mlpbench.run('linear')\n")
+    result = bench.run("--mlpbench-arch=no-fanout", "-rs")
+    result.assert_outcomes(passed=1, skipped=1)
+    result.stdout.fnmatch_lines(["*no-fanout: this architecture runs no fan-out*"])
+    assert {r["workload"] for r in bench.runs()} == {"linear"}  # no record of the declined one

@@ -46,6 +46,9 @@ class Architecture:
     def check(self) -> None:
         pass
 
+    def check_workload(self, workload: Workload) -> None:
+        """Raise :class:`Unavailable` if this architecture cannot run ``workload``."""
+
     def open(self, session_dir: Path) -> None:
         pass
 

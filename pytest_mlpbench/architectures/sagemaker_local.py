@@ -69,12 +69,14 @@ class SageMakerLocal(ContainerArchitecture):
 
         return {**super().versions(), "sagemaker": version("sagemaker"), "sagemaker-core": version("sagemaker-core")}
 
+    def check_workload(self, workload):
+        fanouts = [s.name for s in workload.steps if s.foreach]
+        if fanouts:
+            raise Unavailable(f"sagemaker-local: SageMaker local mode runs no ForEach steps, so the fan-out "
+                              f"step(s) {fanouts} of workload {workload.name!r} cannot run")
+
     def pipeline(self, workload):
         if workload.name not in self._pipelines:
-            fanouts = [s.name for s in workload.steps if s.foreach]
-            if fanouts:
-                raise RunFailed(f"sagemaker-local: SageMaker local mode runs no ForEach steps, so the fan-out "
-                                f"step(s) {fanouts} of workload {workload.name!r} cannot run")
             from .sagemaker_pipeline import Settings, build_pipeline
 
             settings = Settings(role=LOCAL_ROLE, s3_root=f"file://{self.root}", image=self.image,
