@@ -123,6 +123,6 @@ def _timeline(workload: str, by_label: dict[str, list[dict]]):
     fig.suptitle(f"{workload}: steps of the median-wall run per architecture\n"
                  "(each on its own time axis, from the harness's submit; dashed line: run finished)",
                  x=0.02, ha="left", fontsize=10)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.8 / fig.get_figheight()))  # room for the two-line title
     return fig
 

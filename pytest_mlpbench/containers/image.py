@@ -79,7 +79,7 @@ def source_files() -> list[Path]:
     files = []
     for name in SOURCES:
         path = ROOT / name
-        found = [path] if path.is_file() else sorted(path.rglob("*.py")) + sorted(path.rglob("*.txt"))
+        found = [path] if path.is_file() else sorted(p for ext in ("py", "txt", "pt") for p in path.rglob(f"*.{ext}"))
         files += [f for f in found if "__pycache__" not in f.parts]
     return files
 
