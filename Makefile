@@ -25,7 +25,7 @@ bench: install
 	$(VENV)/bin/pytest benchmarks -m training $(PYTEST_ARGS)
 
 test: install
-	$(VENV)/bin/pytest tests $(PYTEST_ARGS)
+	$(VENV)/bin/pytest tests --durations=15 $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) results .benchmarks

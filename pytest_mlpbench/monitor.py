@@ -2,10 +2,15 @@
 
 The tree is the test process and every descendant, servers an architecture
 started for the session included, plus any extra root an architecture hands
-over (a container engine's processes are not our children). Sampling gives the
+over (a container engine's service is not our child). Sampling gives the
 time series and the tree's summed RSS; the kernel's exact figures cover what
 sampling misses: rusage of reaped children, per-process CPU counters of live
 ones and each process's high-water mark (VmHWM).
+
+Containers run outside that tree (their engine's shim is a child of PID 1),
+so an architecture can hand over the cgroups its containers run under: their
+CPU counters are added to the tree's, their memory to each sample's RSS, and
+their memory high-water mark bounds the peak from below.
 
 The hot path re-reads ``/proc/PID/stat`` of tracked processes through
 descriptors kept open, and looks only at new PIDs to find children; ``psutil``
@@ -21,6 +26,8 @@ import threading
 import time
 from dataclasses import dataclass, field
 from typing import NamedTuple
+
+from .cgroups import Cgroup
 
 _TICK_S = 1.0 / os.sysconf("SC_CLK_TCK")
 _PAGE = os.sysconf("SC_PAGE_SIZE")
@@ -107,6 +114,7 @@ class Usage:
     processes: int  # descendants started during the run
     monitor_cpu_s: float  # what the sampling thread itself cost
     samples: list[Sample] = field(default_factory=list)
+    container_cpu_s: float | None = None  # the part of cpu_s from the watched cgroups
     pids: set[int] = field(default_factory=set)
 
 
@@ -128,6 +136,12 @@ class Monitor:
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
         self._monitor_cpu_s = 0.0
+        self._cgroups: list[Cgroup] = []
+        self._cgroup_cpu0 = 0.0
+
+    def watch_cgroup(self, cgroup: Cgroup) -> None:
+        """Add the processes of a cgroup: one made for this run, not shared."""
+        self._cgroups.append(cgroup)
 
     def watch(self, pid: int) -> None:
         """Add a process (and later its descendants) that is not our descendant."""
@@ -146,7 +160,8 @@ class Monitor:
             reset_hwm(pid)
         self._born.clear()
         self._peak = 0
-        self._last_cpu = self._tree_cpu()
+        self._cgroup_cpu0 = self._cgroup_cpu()
+        self._last_cpu = self._tree_cpu() + self._cgroup_cpu0
         self._last_t = self._t0
         self._thread = threading.Thread(target=self._loop, name="mlpbench-monitor", daemon=True)
         self._thread.start()
@@ -180,6 +195,9 @@ class Monitor:
         kids_maxrss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
         if kids_maxrss > self._kids_maxrss0:  # a child reaped during the run set a new high
             self._peak = max(self._peak, kids_maxrss)
+        container_cpu = self._cgroup_cpu() - self._cgroup_cpu0 if self._cgroups else None
+        cpu += container_cpu or 0.0
+        self._peak = max([self._peak, *(c.peak_bytes() for c in self._cgroups)])
         return Usage(
             cpu_s=cpu,
             peak_rss_bytes=self._peak,
@@ -189,6 +207,7 @@ class Monitor:
             monitor_cpu_s=self._monitor_cpu_s,
             samples=list(self._samples),
             pids={pid for pid, _ in self._born},
+            container_cpu_s=container_cpu,
         )
 
     def _loop(self) -> None:
@@ -235,6 +254,9 @@ class Monitor:
     def _tree_cpu(self) -> float:
         return sum(s.cpu_s for s in self._tracked.values())
 
+    def _cgroup_cpu(self) -> float:
+        return sum(c.cpu_s() for c in self._cgroups)
+
     def _sample(self, read_hwm: bool) -> None:
         self._discover()
         for pid in list(self._tracked):
@@ -249,9 +271,9 @@ class Monitor:
             if read_hwm:
                 self._peak = max(self._peak, read_hwm_bytes(pid))
         now = time.monotonic()
-        rss = sum(s.rss_bytes for s in self._tracked.values())
+        rss = sum(s.rss_bytes for s in self._tracked.values()) + sum(c.memory_bytes() for c in self._cgroups)
         self._peak = max(self._peak, rss)
-        cpu = self._tree_cpu()
+        cpu = self._tree_cpu() + self._cgroup_cpu()
         dt = now - self._last_t
         percent = max(0.0, (cpu - self._last_cpu) / dt * 100) if dt > 0 else 0.0
         self._last_cpu, self._last_t = cpu, now

@@ -23,6 +23,8 @@ FIGURES = (
     "processes",
     "artifact_bytes",
 )
+#: Figures only some runs have: CPU of the run's containers, where counted.
+OPTIONAL_FIGURES = ("container_cpu_s",)
 
 
 @dataclass
@@ -48,13 +50,14 @@ class RunRecord:
     artifact_bytes: int
     monitor_cpu_s: float
     error: str | None = None
+    container_cpu_s: float | None = None
     gaps: dict[str, float] = field(default_factory=dict)
     metrics: dict[str, float] = field(default_factory=dict)
     steps: list[dict[str, Any]] = field(default_factory=list)
 
     def figures(self) -> dict[str, float]:
         """The scalar figures, the workload's own metrics included."""
-        values = {name: getattr(self, name) for name in FIGURES}
+        values = {name: getattr(self, name) for name in FIGURES + OPTIONAL_FIGURES}
         values.update(self.metrics)
         return {k: v for k, v in values.items() if v is not None}
 
@@ -166,6 +169,7 @@ def build_record(
         processes=usage.processes + len(step_pids - {os.getpid()}),
         artifact_bytes=artifact_bytes,
         monitor_cpu_s=round_(usage.monitor_cpu_s),
+        container_cpu_s=None if usage.container_cpu_s is None else round_(usage.container_cpu_s),
         gaps=edge_gaps(workload, tasks),
         metrics=metrics,
         steps=step_rows(tasks, task_info or {}, submit_ns),

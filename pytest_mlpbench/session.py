@@ -12,6 +12,7 @@ from pathlib import Path
 
 from .architectures import Architecture, RunFailed, RunTimeout, Unavailable
 from .architectures.base import Run
+from .cgroups import Cgroup
 from .events import read_events
 from .monitor import Monitor
 from .options import Settings
@@ -110,6 +111,8 @@ class BenchSession:
         monitor = Monitor(self.settings.sample_interval)
         for pid in arch.watch_pids():
             monitor.watch(pid)
+        for path in arch.watch_cgroups(run_id):
+            monitor.watch_cgroup(Cgroup(path))
         monitor.start()
         run = Run(spec=spec, workload=workload, dir=run_dir, timeout_s=self.settings.timeout)
         submit_ns = time.time_ns()

@@ -1,5 +1,6 @@
 import json
 import os
+import signal
 from pathlib import Path
 
 import pytest
@@ -18,14 +19,24 @@ def pytest_mlpbench_register(registry):
     registry.add_architecture("no-fanout", NoFanout)
 """
 
-LINEAR_TEST = """
-import pytest
+MARKERS = {"linear": "training", "fanout": "inference", "failing": "training", "slow": "training"}
 
 
-@pytest.mark.training
-def test_linear(mlpbench):
-    mlpbench.run("linear")
-"""
+def bench_source(*workloads: str) -> str:
+    """A test module with one benchmark per fake workload, under its marker."""
+    tests = [f"@pytest.mark.{MARKERS[name]}\ndef test_{name}(mlpbench):\n    mlpbench.run({name!r})\n"
+             for name in workloads]
+    return "\n\n".join(["import pytest\n", *tests])
+
+
+LINEAR_TEST = bench_source("linear")
+
+
+def default_sigint() -> None:
+    """``preexec_fn`` for a child session that a test interrupts: a background
+    job of a shell (``&``, nohup) starts with SIGINT ignored, and Python then
+    raises no KeyboardInterrupt."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 class BenchProject:

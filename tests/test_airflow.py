@@ -2,6 +2,7 @@
 runs the fake workloads; PostgreSQL is a real server from the system's packages."""
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import os
@@ -18,6 +19,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+from conftest import default_sigint
 from fakes import FAILING, FANOUT, LINEAR, SLOW
 from postgres import PostgresServer, PostgresUnavailable
 from pytest_mlpbench.architectures import BUILTIN, RunTimeout, Unavailable
@@ -309,7 +311,8 @@ def test_postgres_then_ctrl_c_leaves_nothing_running(pytester, postgres):
            "--mlpbench-warmup=0"]
     with open(log, "wb") as out:
         proc = subprocess.Popen(cmd, cwd=pytester.path, env=env, stdout=out, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+                                start_new_session=True, preexec_fn=default_sigint)
+    tree = []
     try:
         deadline = time.monotonic() + 240
         while not marker.exists():
@@ -322,8 +325,10 @@ def test_postgres_then_ctrl_c_leaves_nothing_running(pytester, postgres):
         os.kill(proc.pid, signal.SIGINT)
         proc.wait(timeout=90)
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
+        if proc.poll() is None:  # the servers have sessions of their own
+            for process in [psutil.Process(proc.pid), *tree]:
+                with contextlib.suppress(psutil.Error):
+                    process.kill()
             proc.wait()
     output = log.read_text()
     assert "KeyboardInterrupt" in output, output[-3000:]

@@ -3,22 +3,13 @@ import subprocess
 import sys
 
 import pytest
+from conftest import bench_source
 
 from pytest_mlpbench import comparison
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
-TESTS = """
-import pytest
-
-@pytest.mark.training
-def test_linear(mlpbench):
-    mlpbench.run("linear")
-
-@pytest.mark.inference
-def test_fanout(mlpbench):
-    mlpbench.run("fanout")
-"""
+TESTS = bench_source("linear", "fanout")
 
 
 def report_table(text: str, workload: str) -> dict[str, list[str]]:

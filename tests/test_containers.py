@@ -9,18 +9,21 @@ import time
 
 import psutil
 import pytest
+from conftest import bench_source
 
 from pytest_mlpbench.architectures import Unavailable
 from pytest_mlpbench.architectures.kubeflow_docker import ContainerStarter, KubeflowDocker
 from pytest_mlpbench.architectures.sagemaker_local import SageMakerLocal, task_labels
+from pytest_mlpbench.cgroups import Cgroup, cgroup_mounts
 from pytest_mlpbench.containers.arch import container_times, timestamp_ns
-from pytest_mlpbench.containers.engine import mount_points
+from pytest_mlpbench.containers.engine import docker_unaccounted, mount_points, start_podman
 from pytest_mlpbench.containers.image import default_cache
 
 ARCHS = "--mlpbench-arch=kubeflow-docker,sagemaker-local"
+ENGINE_OPTIONS = ("--mlpbench-container-torch=no", f"--mlpbench-image-cache={default_cache()}", "-rs")
+PODMAN = bool(shutil.which("podman") and shutil.which("runc") and os.geteuid() == 0)
 needs_engine = pytest.mark.skipif(
-    not (os.environ.get("DOCKER_HOST") or os.path.exists("/var/run/docker.sock")
-         or (shutil.which("podman") and shutil.which("runc") and os.geteuid() == 0)),
+    not (os.environ.get("DOCKER_HOST") or os.path.exists("/var/run/docker.sock") or PODMAN),
     reason="no container engine here (Docker, or Podman + runc as root)")
 
 
@@ -37,15 +40,56 @@ def engine_leftovers(before: set[int]) -> list[str]:
     return procs
 
 
+def our_cgroups() -> set[str]:
+    """Every cgroup under /mlpbench, in every hierarchy."""
+    return {root for point in set(cgroup_mounts().values()) for root, _, _ in os.walk(f"{point}/mlpbench")}
+
+
 @needs_engine
-def test_each_step_runs_in_its_own_container_and_nothing_is_left(bench):
-    bench.tests("def test_linear(mlpbench):\n    mlpbench.run('linear')\n")
-    mounts_before = set(mount_points())
+def test_each_step_runs_in_its_own_container_is_counted_and_nothing_is_left(bench):
+    """Containers run outside the test's process tree; their run's cgroup
+    brings a known CPU time and a known allocation back into the record."""
+    bench.tests("""
+import pytest
+
+def test_linear(mlpbench):
+    mlpbench.run("linear")
+
+def test_first(mlpbench):  # takes the workload's one-time costs (imports, pipeline definitions)
+    mlpbench.run("cpu", busy_s=0)
+
+@pytest.mark.parametrize("value", [0, 1])
+def test_cpu(mlpbench, value):
+    mlpbench.run("cpu", busy_s=3 * value)
+
+@pytest.mark.parametrize("value", [0, 1])
+def test_memory(mlpbench, value):
+    mlpbench.run("memory", hold_mb=300 * value, hold_s=0.5)
+""")
+    mounts_before, cgroups_before = set(mount_points()), our_cgroups()
     procs_before = {p.pid for p in psutil.process_iter()}
     result = bench.run(ARCHS, "--mlpbench-rounds=1", "--mlpbench-scale=smoke", "--mlpbench-timeout=300",
-                       "--mlpbench-container-torch=no", f"--mlpbench-image-cache={default_cache()}", "-rs")
-    result.assert_outcomes(passed=2)
-    runs = {r["architecture"]: r for r in bench.runs()}
+                       *ENGINE_OPTIONS)
+    result.assert_outcomes(passed=12)
+    check_linear_runs({r["architecture"]: r for r in bench.runs() if r["workload"] == "linear"})
+    medians = {(b["params"]["mlpbench_arch"], b["group"], b["params"]["value"]): b["extra_info"]["mlpbench"]["median"]
+               for b in bench.benchmarks() if "value" in b["params"]}
+    for arch in ("kubeflow-docker", "sagemaker-local"):
+        cpu = [medians[(arch, "cpu", value)]["container_cpu_s"] for value in (0, 1)]
+        assert cpu[1] - cpu[0] == pytest.approx(3.0, rel=0.05), arch
+        assert cpu[0] > 0.1, "the container's Python start-up is counted"
+        for value in (0, 1):  # the run's cpu_s is the test's process tree and the containers
+            assert medians[(arch, "cpu", value)]["cpu_s"] > cpu[value] + 0.1, arch
+        peak = [medians[(arch, "memory", value)]["peak_rss_bytes"] for value in (0, 1)]
+        assert peak[1] - peak[0] >= 0.9 * 300 * 2**20, arch
+    versions = json.loads((bench.path / "bench.json").read_text())["machine_info"]["mlpbench"]["versions"]
+    assert versions["container-accounting"] == "cgroup"
+    assert not [m for m in set(mount_points()) - mounts_before if ours(m)]
+    assert not engine_leftovers(procs_before)
+    assert our_cgroups() <= cgroups_before, "the session's cgroups are removed"
+
+
+def check_linear_runs(runs: dict) -> None:
     assert set(runs) == {"kubeflow-docker", "sagemaker-local"}
     for arch, run in runs.items():
         assert run["outcome"] == "passed", run.get("error")
@@ -59,12 +103,55 @@ def test_each_step_runs_in_its_own_container_and_nothing_is_left(bench):
             assert 0 < step["launch_delay_s"] < 60  # container start -> step code start
         assert run["overhead_s"] > sum(s["container_startup_s"] for s in run["steps"])
     assert all(s["queue_delay_s"] > 0 for s in runs["sagemaker-local"]["steps"])  # step start -> container start
-    assert not [m for m in set(mount_points()) - mounts_before if ours(m)]
+
+
+@needs_engine
+def test_a_timeout_stops_the_containers_and_is_recorded(bench):
+    bench.tests(bench_source("slow"))
+    procs_before = {p.pid for p in psutil.process_iter()}
+    started = time.monotonic()
+    result = bench.run(ARCHS, "--mlpbench-rounds=1", "--mlpbench-timeout=10", *ENGINE_OPTIONS)
+    assert time.monotonic() - started < 120  # the step sleeps 60 s in each architecture
+    result.assert_outcomes(failed=2)
+    runs = bench.runs()
+    assert {r["architecture"] for r in runs} == {"kubeflow-docker", "sagemaker-local"}
+    assert all(r["outcome"] == "timeout" for r in runs), [r.get("error") for r in runs]
+    assert all("--mlpbench-timeout=10s; stopped its containers" in r["error"] for r in runs)
     assert not engine_leftovers(procs_before)
 
 
+def test_a_remote_docker_engine_is_not_counted_and_says_why():
+    assert "another machine" in docker_unaccounted("tcp://build-host:2375")
+
+
+@pytest.mark.skipif(not PODMAN, reason="needs Podman and runc as root")
+def test_a_local_cgroupfs_engine_is_counted(tmp_path):
+    engine = start_podman(tmp_path / "podman")  # answers the Docker API's info as Docker does
+    try:
+        assert docker_unaccounted(engine.url) is None
+    finally:
+        engine.close()
+
+
+def test_cgroup_counters_are_read_from_v1_and_v2_files(tmp_path):
+    (tmp_path / "v2" / "mlpbench" / "run").mkdir(parents=True)
+    (tmp_path / "v2" / "mlpbench" / "run" / "cpu.stat").write_text("usage_usec 1500000\nuser_usec 1000000\n")
+    (tmp_path / "v2" / "mlpbench" / "run" / "memory.current").write_text("4096\n")
+    (tmp_path / "v2" / "mlpbench" / "run" / "memory.peak").write_text("8192\n")
+    v2 = Cgroup("/mlpbench/run", {"unified": str(tmp_path / "v2")})
+    assert (v2.cpu_s(), v2.memory_bytes(), v2.peak_bytes()) == (1.5, 4096, 8192)
+    for controller, name, value in [("cpuacct", "cpuacct.usage", "2500000000"),
+                                    ("memory", "memory.usage_in_bytes", "100"),
+                                    ("memory", "memory.max_usage_in_bytes", "300")]:
+        (tmp_path / controller / "mlpbench" / "run").mkdir(parents=True, exist_ok=True)
+        (tmp_path / controller / "mlpbench" / "run" / name).write_text(value + "\n")
+    v1 = Cgroup("mlpbench/run", {c: str(tmp_path / c) for c in ("cpuacct", "memory")})
+    assert (v1.cpu_s(), v1.memory_bytes(), v1.peak_bytes()) == (2.5, 100, 300)
+    assert Cgroup("mlpbench/not-yet", {c: str(tmp_path / c) for c in ("cpuacct", "memory")}).cpu_s() == 0
+
+
 def test_no_engine_skips_both_quickly(bench):
-    bench.tests("def test_linear(mlpbench):\n    mlpbench.run('linear')\n")
+    bench.tests(bench_source("linear"))
     started = time.monotonic()
     result = bench.run(ARCHS, "--mlpbench-container-engine=docker", "--mlpbench-docker-host=unix:///nonexistent.sock",
                        "-rs")

@@ -3,27 +3,14 @@ import json
 from importlib.util import find_spec
 
 import pytest
+from conftest import bench_source
 from fakes import FANOUT, LINEAR
 
 from pytest_mlpbench.architectures.dvc import Pipeline  # imports no dvc until used
 
 pytestmark = pytest.mark.skipif(find_spec("dvc") is None, reason="dvc is not installed")
 
-DVC_TESTS = """
-import pytest
-
-@pytest.mark.training
-def test_linear(mlpbench):
-    mlpbench.run("linear")
-
-@pytest.mark.inference
-def test_fanout(mlpbench):
-    mlpbench.run("fanout")
-
-@pytest.mark.training
-def test_failing(mlpbench):
-    mlpbench.run("failing")
-"""
+DVC_TESTS = bench_source("linear", "fanout", "failing")
 
 
 def tasks(round_):

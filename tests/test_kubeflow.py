@@ -5,7 +5,7 @@ import time
 
 import pytest
 import yaml
-
+from conftest import bench_source
 from fakes import FANOUT, LINEAR
 from pytest_mlpbench.architectures.kfp_pipeline import build_pipeline, compile_pipeline
 from pytest_mlpbench.architectures.kubeflow import KubeflowRemote
@@ -14,18 +14,7 @@ from pytest_mlpbench.architectures import Unavailable
 from pytest_mlpbench.options import Settings
 from pytest_mlpbench.workload import RunSpec, Step, Workload, WorkloadError
 
-TESTS = """
-def test_linear(mlpbench):
-    mlpbench.run("linear")
-
-
-def test_fanout(mlpbench):
-    mlpbench.run("fanout")
-
-
-def test_failing(mlpbench):
-    mlpbench.run("failing")
-"""
+TESTS = bench_source("linear", "fanout", "failing")
 
 SMOKE = ("--mlpbench-arch=kubeflow-local", "--mlpbench-rounds=1", "--mlpbench-scale=smoke")
 

@@ -15,6 +15,7 @@ import pytest
 
 pytest.importorskip("metaflow")
 
+from conftest import bench_source  # noqa: E402
 from fakes import FANOUT, LINEAR, SCALES, begin, gather, shard  # noqa: E402
 
 from pytest_mlpbench import Step, Workload  # noqa: E402
@@ -218,16 +219,7 @@ def pytest_mlpbench_register(registry):
     registry.add_architecture("metaflow-shipping", Shipping)
 """
 
-RUNS = """
-def test_linear(mlpbench):
-    mlpbench.run("linear")
-
-def test_fanout(mlpbench):
-    mlpbench.run("fanout")
-
-def test_failing(mlpbench):
-    mlpbench.run("failing")
-"""
+RUNS = bench_source("linear", "fanout", "failing")
 
 
 class Session:

@@ -1,4 +1,5 @@
 """Black-box tests of the plugin: options, markers, ids, skips, recorded fields."""
+import contextlib
 import signal
 import subprocess
 import sys
@@ -7,6 +8,7 @@ from pathlib import Path
 
 import psutil
 import pytest
+from conftest import bench_source, default_sigint
 
 from pytest_mlpbench.record import FIGURES
 
@@ -52,19 +54,7 @@ def test_ini_values_are_used_and_checked(bench):
 
 
 def test_markers_are_registered_and_select(bench):
-    bench.tests(
-        """
-import pytest
-
-@pytest.mark.training
-def test_linear(mlpbench):
-    mlpbench.run("linear")
-
-@pytest.mark.inference
-def test_fanout(mlpbench):
-    mlpbench.run("fanout")
-"""
-    )
+    bench.tests(bench_source("linear", "fanout"))
     result = bench.run("--strict-markers", "-m", "inference", "--mlpbench-arch=inprocess", "-v")
     result.stdout.fnmatch_lines(["*test_fanout[[]inprocess[]] PASSED*"])
     result.assert_outcomes(passed=1, deselected=1)
@@ -127,12 +117,7 @@ def test_results_directory(bench):
 
 
 def test_failed_run_is_recorded_and_fails_the_test(bench):
-    bench.tests(
-        """
-def test_failing(mlpbench):
-    mlpbench.run("failing")
-"""
-    )
+    bench.tests(bench_source("failing"))
     result = bench.run("--mlpbench-arch=inprocess,subprocess")
     result.assert_outcomes(failed=2)
     result.stdout.fnmatch_lines(["*this step fails on purpose*"])
@@ -163,18 +148,24 @@ def step_processes(path) -> list[psutil.Process]:
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_interrupted_session_keeps_the_run_and_stops_its_processes(bench, sig):
-    bench.tests("def test_slow(mlpbench):\n    mlpbench.run('slow')\n")
+    bench.tests(bench_source("slow"))
     session = subprocess.Popen(
         [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--mlpbench-arch=subprocess",
          "--mlpbench-warmup=0", "--benchmark-json=bench.json"],
-        cwd=bench.path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        cwd=bench.path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, preexec_fn=default_sigint,
     )
-    deadline = time.monotonic() + 60
-    while not step_processes(bench.path):
-        assert time.monotonic() < deadline and session.poll() is None, session.stdout.read().decode()
-        time.sleep(0.1)
-    session.send_signal(sig)
-    output = session.communicate(timeout=30)[0].decode()
+    try:
+        deadline = time.monotonic() + 60
+        while not step_processes(bench.path):
+            assert time.monotonic() < deadline and session.poll() is None, session.stdout.read().decode()
+            time.sleep(0.1)
+        session.send_signal(sig)
+        output = session.communicate(timeout=30)[0].decode()
+    finally:
+        session.kill()  # only if it hung
+        for proc in step_processes(bench.path):
+            with contextlib.suppress(psutil.Error):
+                proc.kill()
     assert "Traceback" not in output and bench.benchmarks() == []
     (run,) = bench.runs()
     assert run["outcome"] == "interrupted"
@@ -210,7 +201,7 @@ def test_benchmarks_are_ordered_by_architecture(bench):
 
 
 def test_an_architecture_can_decline_a_workload(bench):
-    bench.tests("def test_fanout(mlpbench):\n    mlpbench.run('fanout')\n\ndef test_linear(mlpbench):\n    mlpbench.run('linear')\n")
+    bench.tests(bench_source("fanout", "linear"))
     result = bench.run("--mlpbench-arch=no-fanout", "-rs")
     result.assert_outcomes(passed=1, skipped=1)
     result.stdout.fnmatch_lines(["*no-fanout: this architecture runs no fan-out*"])

@@ -11,6 +11,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from conftest import LINEAR_TEST, bench_source
 
 from pytest_mlpbench import Step, Workload
 from pytest_mlpbench.events import execute_step, read_events, step_span
@@ -22,10 +23,7 @@ REPO = Path(__file__).parents[1]
 FRAMEWORKS = ["metaflow-local", "airflow-local", "kubeflow-local", "dvc", "mlflow"]
 #: the local framework architectures take 20 s (dvc) to 3 min (airflow-local, servers included) on 2 cores
 ARCHITECTURES = ["inprocess", "subprocess", *(pytest.param(name, marks=pytest.mark.slow) for name in FRAMEWORKS)]
-FANOUT_TEST = """
-def test_fanout(mlpbench):
-    mlpbench.run("fanout")
-"""
+FANOUT_TEST = bench_source("fanout")
 TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
 
 
@@ -171,8 +169,7 @@ def check_metrics(metrics, runs, arch):
 
 
 def test_failed_runs_are_errors_and_console_prints_at_the_end(bench):
-    bench.tests("def test_linear(mlpbench):\n    mlpbench.run('linear')\n\n\n"
-                "def test_failing(mlpbench):\n    mlpbench.run('failing')\n")
+    bench.tests(bench_source("linear", "failing"))
     result = bench.run("--mlpbench-arch=inprocess", "--mlpbench-rounds=1", "--mlpbench-otel=console",
                        "--mlpbench-otel-file=otel.jsonl")
     result.assert_outcomes(passed=1, failed=1)
@@ -219,9 +216,6 @@ def check_received(spans, metric_names, runs):
     assert {c.trace_id for c in children} == {root.trace_id}
     assert (root.start_time_unix_nano, root.end_time_unix_nano) == (runs[0]["submit_ns"], runs[0]["end_ns"])
     assert {"process.cpu.time", "process.memory.usage", "process.disk.io", "mlpbench.run.overhead"} <= metric_names
-
-
-LINEAR_TEST = "def test_linear(mlpbench):\n    mlpbench.run('linear')\n"
 
 
 def test_otlp_http_receiver_gets_spans_and_metrics(bench, monkeypatch):

@@ -67,6 +67,11 @@ class Architecture:
         architecture's work (a container engine's), for the monitor to watch."""
         return []
 
+    def watch_cgroups(self, run_id: str) -> list[str]:
+        """Cgroups, made for this run alone, that its containers will run
+        under (paths as an engine's ``cgroup_parent`` takes them)."""
+        return []
+
 
 def step_environment(events_path: str | os.PathLike, traceparent: str | None = None) -> dict[str, str]:
     """Variables a step process needs: the event sink, an import path that finds

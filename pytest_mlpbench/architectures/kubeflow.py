@@ -73,10 +73,11 @@ class KubeflowLocal(Architecture):
             raise RunFailed(failure_message(run, error, log)) from error
 
 
-def run_in_thread(fn, run, stop, log: Path) -> BaseException | None:
+def run_in_thread(fn, run, stop, log: Path, stopped: str = "its KFP tasks") -> BaseException | None:
     """Call ``fn`` in a thread (kfp.local blocks with no deadline of its own),
     its printed output going to ``log``; return what it raised. On timeout or
-    interruption, ``stop()`` the tasks until the thread ends."""
+    interruption, ``stop()`` the tasks until the thread ends (what was
+    ``stopped`` goes into the timeout's message)."""
     outcome: dict = {}
 
     def target():
@@ -92,7 +93,7 @@ def run_in_thread(fn, run, stop, log: Path) -> BaseException | None:
             thread.join(run.remaining_s())
             if thread.is_alive():
                 stop_until_done(thread, stop)
-                raise RunTimeout(f"run exceeded --mlpbench-timeout={run.timeout_s:g}s; killed its KFP tasks")
+                raise RunTimeout(f"run exceeded --mlpbench-timeout={run.timeout_s:g}s; stopped {stopped}")
         except BaseException:
             stop_until_done(thread, stop)
             raise

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import json
 import threading
+import time
 
 from ..containers.arch import INDEX_LABEL, STEP_LABEL, ContainerArchitecture, container_times, engine_environment
 from .base import RunFailed
@@ -47,7 +48,8 @@ class KubeflowDocker(ContainerArchitecture):
         try:
             with starter.installed(), engine_environment(self.engine):
                 error = run_in_thread(lambda: pipeline(**arguments), run,
-                                      stop=lambda: self.remove_run_containers(run), log=log)
+                                      stop=lambda: self.remove_run_containers(run), log=log,
+                                      stopped="its containers")
         finally:
             self.remove_run_containers(run)
         if error is not None:
@@ -79,12 +81,15 @@ class ContainerStarter:
         labels = self.arch.run_labels(self.run, **{STEP_LABEL: step or "", INDEX_LABEL: index})
         # the run directory holds the step events and artifacts, at the same path as here
         volumes = {**volumes, str(self.run.dir): {"bind": str(self.run.dir), "mode": "rw"}}
+        cgroup = self.arch.engine.run_cgroup(self.run.spec.run_id)
+        if cgroup:
+            run_args["cgroup_parent"] = cgroup
         container = client.containers.run(image=image, command=command, detach=True, volumes=volumes,
                                           labels=labels, **run_args)
         try:
             for line in container.logs(stream=True, follow=True):
                 print(line.decode(errors="replace"), end="")
-            return container.wait(timeout=self.run.remaining_s() or None)["StatusCode"]
+            return exit_code(container)
         finally:
             with contextlib.suppress(Exception):
                 container.reload()
@@ -105,3 +110,15 @@ class ContainerStarter:
                 if item is not None:
                     index = json.loads(item).get("index")
         return step, index
+
+
+def exit_code(container, poll_s: float = 0.1) -> int:
+    """The exit code of a container whose log stream has ended. Podman 4.3's
+    ``wait`` keeps a core busy for as long as the container runs, which the
+    monitor would charge to the run: poll its state instead."""
+    while True:
+        container.reload()
+        state = container.attrs["State"]
+        if state["Status"] in ("exited", "dead"):
+            return state["ExitCode"]
+        time.sleep(poll_s)

@@ -103,7 +103,8 @@ class SageMakerLocal(ContainerArchitecture):
 
         try:
             with compose_patches(self, run), engine_environment(self.engine), default_region(self.region):
-                error = run_in_thread(execute, run, stop=lambda: self.remove_run_containers(run), log=log)
+                error = run_in_thread(execute, run, stop=lambda: self.remove_run_containers(run), log=log,
+                                      stopped="its containers")
             record_containers(self.engine, run)
         finally:
             self.remove_run_containers(run)
@@ -178,7 +179,8 @@ def local_session(root: Path, region: str):
 
 @contextlib.contextmanager
 def compose_patches(arch: SageMakerLocal, run):
-    """Our compose command, no bridge network, and labels that name the run and step."""
+    """Our compose command, no bridge network, labels that name the run and
+    step, and the run's cgroup."""
     from sagemaker.core.local import image
 
     cls = image._SageMakerContainer
@@ -191,6 +193,9 @@ def compose_patches(arch: SageMakerLocal, run):
         config.pop("networks", None)
         config["network_mode"] = "none"
         config["labels"] = arch.run_labels(run, **task_labels(self.container_arguments or []))
+        cgroup = arch.engine.run_cgroup(run.spec.run_id)
+        if cgroup:
+            config["cgroup_parent"] = cgroup
         return config
 
     with _PATCH_LOCK:

@@ -76,11 +76,17 @@ class ContainerArchitecture(Architecture):
     def watch_pids(self):
         return self.engine.pids() if self.engine else []
 
+    def watch_cgroups(self, run_id):
+        cgroup = self.engine.run_cgroup(run_id) if self.engine else None
+        return [cgroup] if cgroup else []
+
     def versions(self):
         if self.engine is None:
             return {}
         with self.engine.client(timeout=30) as client:
-            return {f"{self.engine.kind}-engine": str(client.version().get("Version")), "step-image": self.image}
+            version = str(client.version().get("Version"))
+        accounting = f"not counted: {self.engine.unaccounted}" if self.engine.unaccounted else "cgroup"
+        return {f"{self.engine.kind}-engine": version, "step-image": self.image, "container-accounting": accounting}
 
     def run_labels(self, run, **extra) -> dict[str, str]:
         return {**self.engine.labels, RUN_LABEL: run.spec.run_id, **{k: str(v) for k, v in extra.items()}}

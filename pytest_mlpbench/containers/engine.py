@@ -5,6 +5,10 @@ or the default socket answers; otherwise a Podman API service started for the
 session, its whole state (storage, run root, configuration, networks) under
 the session directory, stopped at the end with every container and mount it
 made. Every container we start carries the label ``mlpbench.session``.
+
+Where the engine runs on this machine with the ``cgroupfs`` driver (our Podman
+always does), every run's containers go under a cgroup of their own,
+``/mlpbench/<session>/<run>``, which the monitor reads for their CPU and memory.
 """
 from __future__ import annotations
 
@@ -19,9 +23,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..architectures.base import Unavailable, kill_group, tail
+from ..cgroups import Cgroup
 
 DEFAULT_SOCKET = "unix:///var/run/docker.sock"
 SESSION_LABEL = "mlpbench.session"
+CGROUP_TOP = "/mlpbench"
 PING_TIMEOUT_S = 5.0
 START_TIMEOUT_S = 30.0
 CLI_TIMEOUT_S = 60.0
@@ -64,6 +70,16 @@ class Engine:
     image_store: Path | None = None  # podman: the cache's image store, read-only to the service
     service: subprocess.Popen | None = None
     session_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
+    #: Why the containers' CPU and memory are not counted; None where they are.
+    unaccounted: str | None = None
+
+    @property
+    def cgroup_root(self) -> str | None:
+        return None if self.unaccounted else f"{CGROUP_TOP}/{self.session_id}"
+
+    def run_cgroup(self, run_id: str) -> str | None:
+        """The cgroup parent of a run's containers, where they are counted."""
+        return f"{self.cgroup_root}/{run_id}" if self.cgroup_root else None
 
     @property
     def labels(self) -> dict[str, str]:
@@ -105,9 +121,10 @@ class Engine:
         return removed
 
     def close(self) -> None:
-        """Remove our containers; stop a service we started and undo its mounts."""
+        """Remove our containers and cgroups; stop a service we started and undo its mounts."""
         if self.kind == "docker":
             _quietly(self.remove_containers)
+            self.remove_cgroups()
             return
         if self.service is None:
             return
@@ -119,6 +136,12 @@ class Engine:
         unmount_under(self.dir)
         unmount_under(self.short_dir)
         shutil.rmtree(self.short_dir, ignore_errors=True)
+        self.remove_cgroups()
+
+    def remove_cgroups(self) -> None:
+        if self.cgroup_root:
+            Cgroup(self.cgroup_root).remove()
+            Cgroup(CGROUP_TOP).remove(tree=False)  # where no other session uses it
 
     def podman_cli(self, *args: str) -> list[str]:
         return ["podman", "--root", str(self.dir / "root"), "--runroot", str(self.short_dir / "run"), *args]
@@ -139,11 +162,30 @@ def open_engine(session_dir: Path, options=None, image_store: Path | None = None
         url = host or DEFAULT_SOCKET
         error = ping(url)
         if error is None:
-            return Engine("docker", url)
+            return Engine("docker", url, unaccounted=docker_unaccounted(url))
         if choice == "docker":
             raise Unavailable(f"no Docker engine answers at {url} ({error}); start it, or set "
                               "--mlpbench-docker-host / $DOCKER_HOST, or --mlpbench-container-engine=podman")
     return start_podman(Path(session_dir) / "podman", image_store)
+
+
+def docker_unaccounted(url: str) -> str | None:
+    """Why a Docker engine's containers cannot be counted through cgroups, or None."""
+    if not url.startswith("unix://"):
+        return f"the Docker engine at {url} may run on another machine"
+    import docker
+
+    client = docker.DockerClient(base_url=url, timeout=PING_TIMEOUT_S)
+    try:
+        driver = client.info().get("CgroupDriver")
+    except Exception as exc:
+        return f"the Docker engine at {url} did not name its cgroup driver ({type(exc).__name__}: {exc})"
+    finally:
+        client.close()
+    if driver != "cgroupfs":
+        return (f"Docker's {driver} cgroup driver names cgroups as systemd slices; run dockerd with "
+                "--exec-opt native.cgroupdriver=cgroupfs to count them")
+    return None
 
 
 def ping(url: str) -> str | None:
