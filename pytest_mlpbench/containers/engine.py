@@ -173,15 +173,11 @@ def docker_unaccounted(url: str) -> str | None:
     """Why a Docker engine's containers cannot be counted through cgroups, or None."""
     if not url.startswith("unix://"):
         return f"the Docker engine at {url} may run on another machine"
-    import docker
-
-    client = docker.DockerClient(base_url=url, timeout=PING_TIMEOUT_S)
     try:
-        driver = client.info().get("CgroupDriver")
+        with Engine("docker", url).client(timeout=PING_TIMEOUT_S) as client:
+            driver = client.info().get("CgroupDriver")
     except Exception as exc:
         return f"the Docker engine at {url} did not name its cgroup driver ({type(exc).__name__}: {exc})"
-    finally:
-        client.close()
     if driver != "cgroupfs":
         return (f"Docker's {driver} cgroup driver names cgroups as systemd slices; run dockerd with "
                 "--exec-opt native.cgroupdriver=cgroupfs to count them")
