@@ -9,7 +9,8 @@ On a cgroup v2 host (no v1 controller mounted) the counters are
 ``cpu.stat`` and ``memory.current``/``memory.peak``; on a v1 or hybrid host,
 where engines use the v1 controllers, ``cpuacct.usage`` and
 ``memory.usage_in_bytes``/``memory.max_usage_in_bytes``. Memory counts the
-page cache the cgroup's processes touched, not only their resident pages.
+page cache charged to the cgroup, not only its processes' resident pages;
+:meth:`Cgroup.page_cache_bytes` says how much of it is page cache now.
 """
 from __future__ import annotations
 
@@ -59,6 +60,15 @@ class Cgroup:
 
     def peak_bytes(self) -> int:
         return _number(self.memory_dir, "memory.peak" if self.v2 else "memory.max_usage_in_bytes")
+
+    def page_cache_bytes(self) -> int:
+        """Page cache charged to the cgroup and its children now (v1 ``total_cache``, v2 ``file``)."""
+        key = "file" if self.v2 else "total_cache"
+        for line in _read(self.memory_dir, "memory.stat").splitlines():
+            name, _, value = line.partition(" ")
+            if name == key:
+                return int(value)
+        return 0
 
     def remove(self, tree: bool = True) -> None:
         """Remove the cgroup (and with ``tree`` every cgroup under it) in every

@@ -16,10 +16,11 @@ import sys
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from .record import FIGURES
+from .record import FIGURES, OPTIONAL_FIGURES
+from .report import parallel_overhead
 
 FLOOR = "inprocess"
-ROUND_KEYS = {"run_id", "outcome", "gaps", "steps"}
+ROUND_KEYS = {"run_id", "outcome", "memory_method", "gaps", "steps"}
 
 
 class ReportError(Exception):
@@ -28,7 +29,8 @@ class ReportError(Exception):
 
 def run_from_record(record: dict, source: str = "") -> dict:
     """A run in the report's shape, from a run record (``RunRecord.to_dict()`` or a ``runs.jsonl`` line)."""
-    run = {k: record.get(k) for k in ("run_id", "architecture", "workload", "scale", "outcome", *FIGURES)}
+    run = {k: record.get(k) for k in ("run_id", "architecture", "workload", "scale", "outcome", *FIGURES,
+                                      *OPTIONAL_FIGURES)}
     run.update(source=source, warmup=bool(record.get("warmup")), metrics=dict(record.get("metrics") or {}),
                steps=list(record.get("steps") or []))
     return run
@@ -41,7 +43,7 @@ def runs_from_benchmark_json(data: dict, source: str) -> list[dict]:
         if not info:
             continue
         for rnd in info.get("rounds", []):
-            figures = set(info.get("figures") or FIGURES)
+            figures = set(info.get("figures") or FIGURES) | set(OPTIONAL_FIGURES)
             record = {**{k: v for k, v in rnd.items() if k in figures or k in ROUND_KEYS},
                       "metrics": {k: v for k, v in rnd.items() if k not in figures and k not in ROUND_KEYS},
                       "architecture": info["architecture"], "workload": info["workload"], "scale": info.get("scale")}
@@ -113,6 +115,7 @@ COLUMNS = [
     ("startup_s", "startup (s)", "{:.3f}"),
     ("compute_s", "compute (s)", "{:.3f}"),
     ("overhead_s", "overhead (s)", "{:.3f}"),
+    ("serial_s", "serial (s)", "{:.3f}"),
     ("over_floor_s", "over inprocess (s)", "{:+.3f}"),
     ("cpu_s", "CPU (s)", "{:.2f}"),
     ("peak_mib", "peak mem (MiB)", "{:.0f}"),
@@ -123,9 +126,9 @@ def _row(runs: Sequence[dict], floor: Sequence[dict] | None) -> dict:
     row = {key: median_of(runs, key) for key, _, _ in COLUMNS}
     peak = median_of(runs, "peak_rss_bytes")
     row["peak_mib"] = None if peak is None else peak / 2**20
-    floor_overhead = median_of(floor, "overhead_s") if floor else None
-    if row["overhead_s"] is not None and floor_overhead is not None:
-        row["over_floor_s"] = row["overhead_s"] - floor_overhead
+    if row["overhead_s"] is not None and floor and median_of(floor, "overhead_s") is not None:
+        floor_row = {key: median_of(floor, key) for key in ("overhead_s", "serial_s")}
+        row["over_floor_s"] = parallel_overhead(row) - parallel_overhead(floor_row)
     return row
 
 

@@ -1,5 +1,12 @@
 """The ``mlpbench`` fixture: runs a workload on the test's architecture under
-pytest-benchmark and puts the run records into ``extra_info``."""
+pytest-benchmark and puts the run records into ``extra_info``.
+
+pytest-benchmark times exactly the architecture's run: the monitor's start,
+building the record and writing results happen in its ``setup`` and
+``teardown``, so its statistics are the records' ``wall_s``. Where
+pytest-benchmark is disabled (``--benchmark-disable``) mlpbench times and
+records the rounds itself and says so; a benchmark never passes unmeasured.
+"""
 from __future__ import annotations
 
 import time
@@ -8,9 +15,12 @@ from contextlib import nullcontext
 import pytest
 
 from .architectures import RunFailed, Unavailable
-from .record import FIGURES, RunRecord
+from .record import FIGURES, OPTIONAL_FIGURES, RunRecord
 from .report import medians
-from .session import BenchSession
+from .session import BenchSession, LiveRun
+
+XDIST_REASON = ("mlpbench does not run under pytest-xdist (-n) yet: pytest-benchmark disables itself there and the "
+                "workers' records would not be merged; run the benchmarks without -n")
 
 
 class MlpBench:
@@ -23,45 +33,39 @@ class MlpBench:
 
     def run(self, workload: str, **params) -> list[RunRecord]:
         """Run ``workload`` for the warm-up and measured rounds; return the measured records."""
-        session, settings = self.session, self.session.settings
+        session = self.session
         arch = session.architecture(self.arch_name)
         work = session.registry.workload(workload)
         try:
             arch.check_workload(work)
         except Unavailable as exc:
             pytest.skip(str(exc))
-        warmup = settings.warmup
-        session.warm_up(arch, work, params)
-        all_runs: list[RunRecord] = []
-        started = time.monotonic()
-
-        def run_once():
-            n = len(all_runs)
-            record = session.run_once(arch, work, round=n - warmup, warmup=n < warmup, params=params)
-            all_runs.append(record)
-            which = f"warm-up {n + 1}/{warmup}" if n < warmup else f"round {n - warmup + 1}/{settings.rounds}"
-            self._progress(f"mlpbench: {self.arch_name} / {workload} {which} {record.outcome} in {record.wall_s:.2f} s "
-                           f"(elapsed {time.monotonic() - started:.1f} s)")
-            self._publish(all_runs)
-            if record.outcome != "passed":
-                # an Exception, not pytest.fail: pytest-benchmark then marks the benchmark as errored
-                raise RunFailed(f"{self.arch_name} / {workload} round {record.round}: {record.outcome}: {record.error}")
-
+        if self.config is not None and hasattr(self.config, "workerinput"):
+            pytest.skip(XDIST_REASON)
         self.benchmark.group = work.name
+        rounds = _Rounds(self, arch, work, params)
         try:
-            self.benchmark.pedantic(run_once, rounds=settings.rounds, warmup_rounds=warmup, iterations=1)
+            session.warm_up(arch, work, params)
+            if self.benchmark.disabled:
+                rounds.run_alone()
+            else:
+                rounds.run_under_benchmark()
         except RunFailed as exc:
             pytest.fail(str(exc), pytrace=False)
         except BaseException:
+            rounds.finish_pending()
             # pytest-benchmark flags only an Exception; an interrupted benchmark
             # with no timed round would otherwise break its JSON at session end
             self.benchmark.has_error = True
             raise
-        self.records = [r for r in all_runs if not r.warmup]
+        self.records = [r for r in rounds.all if not r.warmup]
+        if len(self.records) != session.settings.rounds:  # cannot pass without its measured rounds
+            pytest.fail(f"{self.arch_name} / {workload}: {len(self.records)} rounds measured, "
+                        f"{session.settings.rounds} expected", pytrace=False)
         return self.records
 
-    def _progress(self, line: str) -> None:
-        """One line per round on the terminal, between the test's own output; off under -q."""
+    def progress(self, line: str) -> None:
+        """One line on the terminal, between the test's own output; off under -q."""
         if self.config is None or self.config.get_verbosity() < 0:
             return
         reporter = self.config.pluginmanager.get_plugin("terminalreporter")
@@ -70,14 +74,68 @@ class MlpBench:
             with capture.global_and_fixture_disabled() if capture else nullcontext():
                 reporter.write_line(line)
 
-    def _publish(self, runs: list[RunRecord]) -> None:
+    def publish(self, runs: list[RunRecord]) -> None:
         measured = [r for r in runs if not r.warmup]
         self.benchmark.extra_info["mlpbench"] = {
             "architecture": self.arch_name,
             "workload": runs[0].workload,
             "scale": runs[0].scale,
-            "figures": list(FIGURES),
+            "params": runs[0].params,
+            "figures": [*FIGURES, *OPTIONAL_FIGURES],
             "median": medians(runs),
-            "rounds": [{"run_id": r.run_id, "outcome": r.outcome, **r.figures(), "gaps": r.gaps, "steps": r.steps}
+            "rounds": [{"run_id": r.run_id, "outcome": r.outcome, **r.figures(), "memory_method": r.memory_method,
+                        "gaps": r.gaps, "steps": r.steps}
                        for r in measured],
         }
+
+
+class _Rounds:
+    """The warm-up and measured rounds of one benchmark, in order."""
+
+    def __init__(self, bench: MlpBench, arch, workload, params: dict):
+        self.bench, self.arch, self.workload, self.params = bench, arch, workload, params
+        self.settings = bench.session.settings
+        self.all: list[RunRecord] = []
+        self.pending: LiveRun | None = None
+        self.started = time.monotonic()
+
+    def run_under_benchmark(self) -> None:
+        self.bench.benchmark.pedantic(LiveRun.execute, setup=self.start, teardown=self.finish,
+                                      rounds=self.settings.rounds, warmup_rounds=self.settings.warmup, iterations=1)
+
+    def run_alone(self) -> None:
+        """pytest-benchmark is disabled: time and record every round here, and say so."""
+        for _ in range(self.settings.warmup + self.settings.rounds):
+            (live,), _ = self.start()
+            live.execute()
+            self.finish(live)
+        self.bench.progress(f"mlpbench: pytest-benchmark is disabled, so mlpbench timed the {self.settings.rounds} "
+                            f"rounds itself: in {self.bench.session.results.dir}, not in pytest-benchmark's JSON or gates")
+
+    def start(self):
+        n = len(self.all)
+        warmup = n < self.settings.warmup
+        self.pending = self.bench.session.start_run(self.arch, self.workload, round=n - self.settings.warmup,
+                                                    warmup=warmup, params=self.params)
+        return (self.pending,), {}
+
+    def finish(self, live: LiveRun) -> None:
+        self.pending = None
+        record = self.bench.session.finish_run(live)
+        self.all.append(record)
+        n, warmup = len(self.all), self.settings.warmup
+        which = f"warm-up {n}/{warmup}" if record.warmup else f"round {n - warmup}/{self.settings.rounds}"
+        self.bench.progress(f"mlpbench: {self.arch.name} / {self.workload.name} {which} {record.outcome} in "
+                            f"{record.wall_s:.2f} s (elapsed {time.monotonic() - self.started:.1f} s)")
+        self.bench.publish(self.all)
+        if record.outcome != "passed":
+            # an Exception, not pytest.fail: pytest-benchmark then marks the benchmark as errored
+            raise RunFailed(f"{self.arch.name} / {self.workload.name} round {record.round}: "
+                            f"{record.outcome}: {record.error}")
+
+    def finish_pending(self) -> None:
+        """A round cut short (Ctrl-C, SIGTERM) still leaves its record."""
+        if self.pending is not None:
+            live, self.pending = self.pending, None
+            self.all.append(self.bench.session.finish_run(live))
+            self.bench.publish(self.all)

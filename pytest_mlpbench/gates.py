@@ -6,6 +6,10 @@ moved past THRESHOLD in the worse direction *and* a one-sided Mann-Whitney U
 test over the per-round values says the shift is significant, so noise alone
 does not fail CI. With too few rounds for the test to ever reach ``alpha`` the
 gate says so and falls back to the plain threshold.
+
+A saved benchmark is a baseline only when it ran the same workload at the same
+scale with the same parameters (data source included) on the same kind of
+machine; any other is left out and the verdict says which field differed.
 """
 from __future__ import annotations
 
@@ -30,6 +34,7 @@ STATS: dict[str, Callable[[Sequence[float]], float]] = {
 }
 SAVE_HINT = "this run can be saved with --benchmark-autosave"
 NO_BASELINE = f"no baseline yet; {SAVE_HINT}"
+LIKE = "same workload, scale, parameters and machine"
 _METRIC = re.compile(r"^[A-Za-z_][\w.\->]*$")
 _THRESHOLD = re.compile(r"^([+-])(\d+(?:\.\d*)?|\.\d+)(%?)$")
 _RUN_FILE = re.compile(r"^(\d{4})_.*\.json$")
@@ -103,6 +108,7 @@ class SavedRun:
     path: Path
     number: int
     benchmarks: dict[str, dict] = field(default_factory=dict)  # fullname -> saved benchmark
+    machine_info: dict | None = None
 
     @property
     def label(self) -> str:
@@ -131,7 +137,9 @@ def load_run(path: Path) -> SavedRun:
             "delete or move it out of the benchmark storage"
         )
     number = _RUN_FILE.match(path.name)
-    return SavedRun(path, int(number.group(1)) if number else 0, {b["fullname"]: b for b in benches})
+    machine = data.get("machine_info")
+    return SavedRun(path, int(number.group(1)) if number else 0, {b["fullname"]: b for b in benches},
+                    machine if isinstance(machine, dict) else None)
 
 
 def run_files(directory: Path) -> list[Path]:
@@ -160,31 +168,121 @@ def resolve(files: list[Path], ref: str) -> int:
 class History:
     """The saved runs a session or ``compare`` gates against."""
 
-    def __init__(self, runs: list[SavedRun], where: Path, history: int):
+    def __init__(self, runs: list[SavedRun], where: Path, history: int, unlike: bool = False,
+                 hint: str = "--mlpbench-compare-unlike=yes"):
         self.runs = runs  # oldest first, ending at the chosen baseline
         self.where = where
         self.history = history
+        self.unlike = unlike  # pool saved runs that differ from this one, saying how
+        self.hint = hint  # the option that sets ``unlike``, for messages
 
     @classmethod
-    def load(cls, directory: Path, ref: str | None = None, history: int = 1) -> "History":
+    def load(cls, directory: Path, ref: str | None = None, history: int = 1, unlike: bool = False) -> "History":
         files = run_files(directory)
         path = Path(ref).expanduser() if ref else None
         if path and path.is_file() and path.resolve() not in [f.resolve() for f in files]:
             files = [path]  # a run saved elsewhere: it alone is the baseline
         end = resolve(files, ref) + 1 if ref is not None else len(files)
-        return cls([load_run(f) for f in files[:end]], directory, history)
+        return cls([load_run(f) for f in files[:end]], directory, history, unlike)
 
-    def rounds(self, fullname: str, scale: str | None) -> tuple[list[dict], list[SavedRun]]:
-        """Per-round values of a benchmark pooled over its ``history`` latest saved runs at this scale."""
-        pooled, used = [], []
+    def baseline(self, fullname: str, like: dict) -> "Baseline":
+        """Per-round values of a benchmark pooled over its ``history`` latest saved runs
+        whose :func:`identity` is ``like``; the others are left out (or, with ``unlike``, pooled) and listed."""
+        found = Baseline()
         for run in reversed(self.runs):
             info = mlpbench_info(run.benchmarks.get(fullname))
-            if info and (scale is None or info.get("scale") == scale):
-                pooled = passed_rounds(info) + pooled
-                used.append(run)
-                if len(used) == self.history:
-                    break
-        return pooled, used
+            if info is None:
+                continue
+            differ = differences(identity(info, run.machine_info), like)
+            if differ:
+                found.unlike.append(f"{run.label} differs in {', '.join(differ)}")
+                if not self.unlike:
+                    continue
+            found.rounds = passed_rounds(info) + found.rounds
+            found.runs.append(run)
+            if len(found.runs) == self.history:
+                break
+        return found
+
+    def remark(self, found: "Baseline") -> str:
+        """What a verdict says about its baseline's choice; empty when every saved run was alike."""
+        if not found.unlike:
+            return ""
+        more = len(found.unlike) - 1
+        listed = found.unlike[0] + (f" (and {more} more unlike run{'s' if more > 1 else ''})" if more else "")
+        if self.unlike:
+            return f"compared anyway ({self.hint}): {'; '.join(found.unlike)}"
+        if not found.runs:
+            return f"new: no baseline with the {LIKE}: {listed}; {self.hint} compares anyway"
+        return f"left out: {listed}"
+
+
+@dataclass
+class Baseline:
+    rounds: list[dict] = field(default_factory=list)
+    runs: list[SavedRun] = field(default_factory=list)
+    unlike: list[str] = field(default_factory=list)  # "LABEL differs in ..." of each unlike run met, newest first
+
+
+# -- what a baseline must share ---------------------------------------------------
+
+
+def fingerprint(machine_info: dict | None) -> dict | None:
+    """The fields of pytest-benchmark's ``machine_info`` that make two machines the same for
+    benchmarking (docs/gates.md says why these): not the host name, kernel release or Python patch level."""
+    if not isinstance(machine_info, dict):
+        return None
+    cpu = machine_info.get("cpu") if isinstance(machine_info.get("cpu"), dict) else {}
+    ours = machine_info.get("mlpbench") if isinstance(machine_info.get("mlpbench"), dict) else {}
+    version = str(machine_info.get("python_version") or "")
+    return {
+        "system": machine_info.get("system"),
+        "arch": machine_info.get("machine"),
+        "cpu": cpu.get("brand_raw"),
+        "cpus": cpu.get("count") or ours.get("cpu_count"),
+        "python": f"{machine_info.get('python_implementation')} {'.'.join(version.split('.')[:2])}",
+    }
+
+
+def identity(info: dict, machine_info: dict | None) -> dict:
+    """What a saved benchmark must share with this run to be its baseline. ``params`` and
+    ``machine`` are None where the file does not record them (runs saved before mlpbench did)."""
+    params = info.get("params")
+    return {"workload": info.get("workload"), "scale": info.get("scale"),
+            "params": params if isinstance(params, dict) else None, "machine": fingerprint(machine_info)}
+
+
+_MISSING = object()
+_UNKNOWN = {"params": ("workload parameters", "predates their recording"),
+            "machine": ("machine", "has no machine_info")}
+
+
+def differences(saved: dict, now: dict) -> list[str]:
+    """``FIELD (saved X, now Y)`` for every field of two :func:`identity` values that differs."""
+    found = [_differs(key, saved[key], now[key]) for key in ("workload", "scale") if saved[key] != now[key]]
+    for section, prefix in (("params", ""), ("machine", "machine.")):
+        old, new = saved[section], now[section]
+        if old is None or new is None:
+            what, why = _UNKNOWN[section]
+            side = "neither run records them" if old is None and new is None else (
+                f"the saved run {why}" if old is None else "this run does not record them")
+            found.append(f"{what} (unknown: {side})")
+            continue
+        found += [_differs(prefix + key, old.get(key, _MISSING), new.get(key, _MISSING))
+                  for key in {**old, **new} if old.get(key, _MISSING) != new.get(key, _MISSING)]
+    return found
+
+
+def _differs(name: str, saved, now) -> str:
+    return f"{name} (saved {_show(name, saved)}, now {_show(name, now)})"
+
+
+def _show(name: str, value) -> str:
+    if value is _MISSING:
+        return "not set"
+    if name == "data_dir" and value is None:
+        return "generated data"
+    return json.dumps(value, default=str)
 
 
 def mlpbench_info(bench: dict | None) -> dict | None:
@@ -212,6 +310,7 @@ class Verdict:
     p_value: float | None = None
     status: str = "ok"  # ok, FAIL, higher, lower, same, new, missing
     note: str = ""
+    remark: str = ""  # how the baseline was chosen where saved runs unlike this one were met
 
     @property
     def failed(self) -> bool:
@@ -291,18 +390,20 @@ def exceeds(gate: Gate, baseline: float, now: float) -> bool:
 
 
 def evaluate(current: dict[str, dict], history: History, gates_for: Callable[[str], list[Gate]],
-             alpha: float) -> list[Verdict]:
-    """Verdicts for every gate of every current benchmark (fullname -> saved-format benchmark)."""
+             alpha: float, machine_info: dict | None) -> list[Verdict]:
+    """Verdicts for every gate of every current benchmark (fullname -> saved-format benchmark),
+    run on the machine ``machine_info`` describes."""
     verdicts = []
     for fullname, bench in current.items():
         info = mlpbench_info(bench)
         if info is None:
             continue
         now_rounds = passed_rounds(info)
-        base_rounds, _ = history.rounds(fullname, info.get("scale"))
+        found = history.baseline(fullname, identity(info, machine_info))
         for gate in gates_for(fullname):
-            verdicts.append(decide(fullname, gate, values(base_rounds, gate.metric),
-                                   values(now_rounds, gate.metric), alpha))
+            verdict = decide(fullname, gate, values(found.rounds, gate.metric), values(now_rounds, gate.metric), alpha)
+            verdict.remark = history.remark(found)
+            verdicts.append(verdict)
     return verdicts
 
 
@@ -332,7 +433,7 @@ def fmt(metric: str, value: float | None) -> str:
 
 
 def table(verdicts: Sequence[Verdict]) -> list[str]:
-    """Text lines: one row per gated figure, notes below."""
+    """Text lines: one row per gated figure, notes below, then how baselines were chosen."""
     header = ["benchmark", "metric", "stat", "limit", "baseline", "now", "change", "p-value", "verdict"]
     rows, notes = [], []
     for v in verdicts:
@@ -346,6 +447,7 @@ def table(verdicts: Sequence[Verdict]) -> list[str]:
     lines = ["  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip() for r in [header, *rows]]
     lines.insert(1, "-" * len(lines[0]))
     lines += [f"* {n}" for n in dict.fromkeys(notes)]
+    lines += list(dict.fromkeys(f"{v.benchmark}: {v.remark}" for v in verdicts if v.remark))
     return lines
 
 
@@ -366,6 +468,9 @@ def compare_main(argv: list[str]) -> int:
                         help="gate to apply (repeatable); without one, every figure's median is compared")
     parser.add_argument("--history", type=int, default=1, metavar="N", help="pool N baseline runs (default: 1)")
     parser.add_argument("--alpha", type=float, default=0.05, help="significance level (default: 0.05)")
+    parser.add_argument("--unlike", action="store_true",
+                        help="also compare with saved runs that differ from RUN in workload, scale, parameters or "
+                             "machine (default: those are left out, and the output says how they differ)")
     args = parser.parse_args(argv)
     try:
         verdicts = compare(args)
@@ -395,13 +500,14 @@ def compare(args: argparse.Namespace) -> list[Verdict]:
     picked = [resolve(files, r) for r in refs]
     now = load_run(files[picked[-1]])
     if len(picked) > 1:
-        history = History([load_run(files[i]) for i in picked[:-1]], directory, len(picked) - 1)
+        runs, pooled = [load_run(files[i]) for i in picked[:-1]], len(picked) - 1
     else:
-        history = History([load_run(f) for f in files[:picked[-1]]], directory, args.history)
+        runs, pooled = [load_run(f) for f in files[:picked[-1]]], args.history
+    history = History(runs, directory, pooled, args.unlike, "--unlike")
     print(f"now: {now.path}")
     print(f"baseline: {', '.join(r.label for r in history.runs[-history.history:]) or 'none'}")
     current = {name: b for name, b in now.benchmarks.items() if mlpbench_info(b)}
     if not gates:
         gates = [Gate(m, "median", 0, text=f"{m}:median") for m in recorded_figures(current)]
-    verdicts = evaluate(current, history, lambda name: gates, args.alpha)
+    verdicts = evaluate(current, history, lambda name: gates, args.alpha, now.machine_info)
     return [v for v in verdicts if v.status != "missing" or args.fail]

@@ -21,6 +21,7 @@ class GatePlugin:
         self.history: History | None = None
         self.verdicts: list[Verdict] = []
         self.problems: list[str] = []
+        self.off: str | None = None  # why gates that were asked for are not evaluated
         config.addinivalue_line("markers", MARKER)
 
     def gates_for(self, nodeid: str) -> list[Gate]:
@@ -42,20 +43,23 @@ class GatePlugin:
             return
         bench = getattr(self.config, "_benchmarksession", None)
         if bench is None or bench.disabled or bench.skip:
+            self.off = "pytest-benchmark is " + ("skipping benchmarks" if bench and bench.skip else "disabled")
             return
         try:
             require_scipy()
             directory = getattr(bench.storage, "path", None) or storage_dir(self.config.getoption("benchmark_storage"))
-            self.history = History.load(directory / bench.machine_id, self.settings.baseline, self.settings.history)
+            self.history = History.load(directory / bench.machine_id, self.settings.baseline, self.settings.history,
+                                        self.settings.compare_unlike)
         except GateError as exc:
             raise pytest.UsageError(f"mlpbench gates: {exc}") from None
 
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
         if self.history is None:
             return
-        current = {b.fullname: {"extra_info": b.extra_info} for b in self.config._benchmarksession.benchmarks
-                   if not b.has_error}
-        self.verdicts = evaluate(current, self.history, self.gates_for, self.settings.alpha)
+        bench = self.config._benchmarksession
+        current = {b.fullname: {"extra_info": b.extra_info} for b in bench.benchmarks if not b.has_error}
+        machine_info = bench.get_machine_info() if current and self.history.runs else None
+        self.verdicts = evaluate(current, self.history, self.gates_for, self.settings.alpha, machine_info)
         ran = [v for v in self.verdicts if v.status != "missing"]
         for metric in sorted({v.gate.metric for v in self.verdicts} - {v.gate.metric for v in ran}):
             if ran:
@@ -67,6 +71,9 @@ class GatePlugin:
 
     @pytest.hookimpl(trylast=True)  # last, so the verdicts are next to pytest's exit line
     def pytest_terminal_summary(self, terminalreporter) -> None:
+        if self.off:
+            terminalreporter.write_line(f"mlpbench gates: not evaluated: {self.off}, so no run is saved or compared",
+                                        yellow=True, bold=True)
         if self.history is None:
             return
         tr = terminalreporter

@@ -36,6 +36,21 @@ def positive_float(text: str) -> float:
     return _number(text, float, 0, False, "a number of seconds greater than 0")
 
 
+#: The default per-run time limit, by scale: far above any run measured here at that scale,
+#: so that a hung run fails instead of holding CI until its own limit.
+AUTO_TIMEOUT_S = {"smoke": 600.0, "small": 1800.0, "full": 4 * 3600.0}
+
+
+def timeout(text: str) -> float | str | None:
+    """Seconds, ``auto`` (by scale) or ``none``/``0`` (no limit)."""
+    word = text.lower()
+    if word == "auto":
+        return word
+    if word in ("none", "0"):
+        return None
+    return _number(text, float, 0, False, "a number of seconds greater than 0, auto, or none")
+
+
 def choice(*valid: str) -> Callable[[str], str]:
     def parse(text: str) -> str:
         if text not in valid:
@@ -118,8 +133,10 @@ OPTIONS = [
     Option("sample_interval", "Seconds between samples of the process tree (default: 0.1).",
            positive_float, 0.1, "SECONDS"),
     Option("results", "Directory for run records, CSV, summary and plots (default: results).", str, "results", "DIR"),
-    Option("timeout", "Seconds one run may take before its processes are killed and it is "
-           "recorded as timed out (default: no limit).", positive_float, None, "SECONDS"),
+    Option("timeout", "Seconds one run may take before its processes are killed and it is recorded as timed "
+           "out; 'none' (or 0) for no limit (default: auto, by scale: " +
+           ", ".join(f"{s:g} s {scale}" for scale, s in AUTO_TIMEOUT_S.items()) + ").",
+           timeout, "auto", "SECONDS|auto|none"),
     Option("data_dir", "Directory with real data for the workloads, e.g. a CIFAR-10 "
            "'cifar-10-batches-py' directory (default: generated data).", existing_dir, None, "DIR"),
     Option("keep_artifacts", "Keep every run's artifacts (data, models, captions) under "
@@ -223,6 +240,10 @@ OPTIONS = [
            positive_int, 1, "N"),
     Option("alpha", "Significance level of the gates' one-sided rank test (default: 0.05).",
            significance_level, 0.05, "P"),
+    Option("compare_unlike", "Gate also against saved runs that differ from this one in workload, scale, workload "
+           "parameters, data source or machine, or that predate their recording, saying how (default: no: those "
+           "are left out and a benchmark without a like baseline passes as new, with the reason).",
+           yes_no, False, "yes|no"),
 ]
 
 

@@ -13,7 +13,7 @@ from .gates_plugin import GatePlugin
 from .mlflow_results import MlflowResults
 from .options import Settings, add_options
 from .registry import Registry
-from .report import terminal_table
+from .report import ResultsError, terminal_table
 from .session import BenchSession
 
 MARKERS = {
@@ -49,7 +49,12 @@ def pytest_configure(config):
     results = Path(settings.results)
     if not results.is_absolute():
         results = Path(config.invocation_params.dir) / results
-    config.stash[SESSION] = BenchSession(settings, registry, results)
+    session = BenchSession(settings, registry, results)
+    try:
+        session.results.check()
+    except ResultsError as exc:
+        raise pytest.UsageError(f"--mlpbench-results: {exc}") from None
+    config.stash[SESSION] = session
 
 
 SESSION = pytest.StashKey[BenchSession]()
@@ -110,6 +115,8 @@ def pytest_terminal_summary(terminalreporter, config):
         for line in terminal_table(session.records):
             terminalreporter.write_line(line)
         terminalreporter.write_line(f"results: {session.results.dir}")
+    for problem in session.problems if session else ():
+        terminalreporter.write_line(f"mlpbench: {problem}", red=True, bold=True)
     if session and session.telemetry:  # shut down (flushed) by pytest_sessionfinish, which runs first
         terminalreporter.write_sep("-", f"mlpbench: {session.telemetry.summary()}")
         terminalreporter.write(session.telemetry.console_text())
@@ -128,3 +135,5 @@ def pytest_sessionfinish(session):
     bench = session.config.stash.get(SESSION, None)
     if bench:
         bench.close()
+        if bench.problems and session.exitstatus == pytest.ExitCode.OK:
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED

@@ -16,6 +16,7 @@ FIGURES = (
     "startup_s",
     "compute_s",
     "overhead_s",
+    "serial_s",
     "cpu_s",
     "peak_rss_bytes",
     "io_read_bytes",
@@ -23,8 +24,9 @@ FIGURES = (
     "processes",
     "artifact_bytes",
 )
-#: Figures only some runs have: CPU of the run's containers, where counted.
-OPTIONAL_FIGURES = ("container_cpu_s",)
+#: Figures only some runs have: CPU of the run's containers, where counted;
+#: page cache charged to the run, where the memory method counts it.
+OPTIONAL_FIGURES = ("container_cpu_s", "page_cache_bytes")
 
 
 @dataclass
@@ -35,13 +37,14 @@ class RunRecord:
     scale: str
     round: int
     warmup: bool
-    outcome: str  # passed, failed, timeout
-    submit_ns: int
-    end_ns: int
-    wall_s: float
+    outcome: str  # passed, failed, timeout, interrupted
+    submit_ns: int  # wall clock at submit: aligns the steps' own timestamps
+    end_ns: int  # submit_ns + the monotonic duration
+    wall_s: float  # monotonic
     startup_s: float | None
     compute_s: float
     overhead_s: float
+    serial_s: float
     cpu_s: float
     peak_rss_bytes: int
     io_read_bytes: int
@@ -49,8 +52,13 @@ class RunRecord:
     processes: int
     artifact_bytes: int
     monitor_cpu_s: float
+    memory_method: str
     error: str | None = None
     container_cpu_s: float | None = None
+    page_cache_bytes: int | None = None
+    params: dict[str, Any] = field(default_factory=dict)
+    clock_skew_s: dict[str, float] = field(default_factory=dict)
+    unreliable: list[str] = field(default_factory=list)
     gaps: dict[str, float] = field(default_factory=dict)
     metrics: dict[str, float] = field(default_factory=dict)
     steps: list[dict[str, Any]] = field(default_factory=list)
@@ -95,6 +103,62 @@ def edge_gaps(workload: Workload, tasks: Mapping[tuple[str, int | None], Mapping
     return gaps
 
 
+def serial_s(workload: Workload, tasks: Mapping[tuple[str, int | None], Mapping]) -> float:
+    """The part of the overhead caused by running a fan-out's tasks one after
+    another: per fan-out step, the time any of its tasks was running, less its
+    longest task (zero when they ran side by side)."""
+    total = 0.0
+    for step in workload.steps:
+        if step.foreach:
+            spans = sorted((e["start_ns"], e["end_ns"]) for (name, _), e in tasks.items() if name == step.name)
+            if spans:
+                total += (busy_ns(spans) - max(end - start for start, end in spans)) / 1e9
+    return total
+
+
+def busy_ns(spans: list[tuple[int, int]]) -> int:
+    """Length of the union of sorted ``(start, end)`` spans."""
+    busy, reach = 0, None
+    for start, end in spans:
+        if reach is None or start > reach:
+            busy += end - start
+            reach = end
+        elif end > reach:
+            busy += end - reach
+            reach = end
+    return busy
+
+
+def clock_skew_s(tasks: Mapping[tuple[str, int | None], Mapping], submit_ns: int, end_ns: int) -> dict[str, float]:
+    """Per host, how far its step timestamps fall outside the harness's
+    submit..end window: a lower bound of how far its clock is off ours."""
+    skew: dict[str, float] = {}
+    for event in tasks.values():
+        outside = max(0, submit_ns - event["start_ns"], event["end_ns"] - end_ns) / 1e9
+        host = event.get("host") or "?"
+        skew[host] = max(skew.get(host, 0.0), outside)
+    return skew
+
+
+def unreliable_figures(workload: Workload, tasks, skew: Mapping[str, float], startup: float | None,
+                       gaps: Mapping[str, float]) -> list[str]:
+    """The figures that compare two clocks and are smaller than those clocks' known skew."""
+    def off(*hosts: str) -> float:
+        return sum(skew.get(h, 0.0) for h in set(hosts))
+
+    found = []
+    if tasks and startup is not None:
+        first = min(tasks.values(), key=lambda e: e["start_ns"])
+        if off(first.get("host") or "?") > abs(startup):
+            found.append("startup_s")
+    for up, down in workload.edges():
+        key = f"{up}->{down}"
+        hosts = [e.get("host") or "?" for (name, _), e in tasks.items() if name in (up, down)]
+        if key in gaps and len(set(hosts)) > 1 and off(*hosts) > abs(gaps[key]):
+            found.append(f"gaps.{key}")
+    return found
+
+
 def step_rows(tasks, task_info, submit_ns: int) -> list[dict[str, Any]]:
     rows = []
     for key, event in sorted(tasks.items(), key=lambda kv: kv[1]["start_ns"]):
@@ -129,18 +193,24 @@ def build_record(
     round: int,
     warmup: bool,
     submit_ns: int,
-    end_ns: int,
+    wall_ns: int,
     events: list[Mapping],
     usage: Usage,
     artifact_bytes: int,
+    params: Mapping[str, Any] | None = None,
     task_info: Mapping | None = None,
     outcome: str = "passed",
     error: str | None = None,
 ) -> RunRecord:
+    """``submit_ns`` is the wall clock at submit, ``wall_ns`` the run's monotonic duration."""
     tasks = last_attempts(events)
-    wall_s = (end_ns - submit_ns) / 1e9
+    end_ns = submit_ns + wall_ns
+    wall_s = wall_ns / 1e9
     compute_s = critical_path_s(workload, tasks)
     first_start = min((e["start_ns"] for e in tasks.values()), default=None)
+    startup_s = None if first_start is None else round_((first_start - submit_ns) / 1e9)
+    gaps = edge_gaps(workload, tasks)
+    skew = clock_skew_s(tasks, submit_ns, end_ns)
     metrics: dict[str, float] = {}
     for event in tasks.values():
         metrics.update(event.get("metrics") or {})
@@ -157,11 +227,14 @@ def build_record(
         submit_ns=submit_ns,
         end_ns=end_ns,
         wall_s=round_(wall_s),
-        startup_s=None if first_start is None else round_((first_start - submit_ns) / 1e9),
+        startup_s=startup_s,
         compute_s=round_(compute_s),
         overhead_s=round_(wall_s - compute_s),
+        serial_s=round_(serial_s(workload, tasks)),
         cpu_s=round_(usage.cpu_s),
-        peak_rss_bytes=max([usage.peak_rss_bytes] + [e.get("peak_rss_bytes", 0) for e in events]),
+        peak_rss_bytes=usage.peak_rss_bytes,
+        memory_method=usage.memory_method,
+        page_cache_bytes=usage.page_cache_bytes,
         io_read_bytes=usage.io_read_bytes,
         io_write_bytes=usage.io_write_bytes,
         # processes the monitor saw start, plus step processes it missed (too
@@ -170,7 +243,10 @@ def build_record(
         artifact_bytes=artifact_bytes,
         monitor_cpu_s=round_(usage.monitor_cpu_s),
         container_cpu_s=None if usage.container_cpu_s is None else round_(usage.container_cpu_s),
-        gaps=edge_gaps(workload, tasks),
+        params=dict(params or {}),
+        clock_skew_s={host: round_(s) for host, s in skew.items()},
+        unreliable=unreliable_figures(workload, tasks, skew, startup_s, gaps),
+        gaps=gaps,
         metrics=metrics,
         steps=step_rows(tasks, task_info or {}, submit_ns),
     )

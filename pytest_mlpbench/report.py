@@ -7,6 +7,7 @@ outcome, so an interrupted session keeps what it measured; the CSV files and
 from __future__ import annotations
 
 import csv
+import errno
 import io
 import json
 import os
@@ -22,30 +23,68 @@ from .record import FIGURES, RunRecord
 FLOOR = "inprocess"
 
 
+class ResultsError(OSError):
+    """Results could not be written; the message names the file and the reason."""
+
+
 def write_atomic(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise ResultsError(f"cannot write {path}: {exc.strerror or exc}") from None
 
 
 def append_line(path: Path, line: str) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    """Append one whole line, or nothing: a short write (a full disk) is cut
+    off again, so the lines before it stay parseable."""
+    data = (line + "\n").encode()
     try:
-        os.write(fd, (line + "\n").encode())
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise ResultsError(f"cannot write {path}: {exc.strerror or exc}") from None
+    size = os.fstat(fd).st_size
+    try:
+        if os.write(fd, data) != len(data):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         os.fsync(fd)
+    except OSError as exc:
+        os.ftruncate(fd, size)
+        raise ResultsError(f"cannot write {path}: {exc.strerror or exc}") from None
     finally:
         os.close(fd)
+
+
+def _mkdir(path: Path) -> None:
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ResultsError(f"cannot write {path}: {exc.strerror or exc}") from None
 
 
 class ResultsWriter:
     def __init__(self, directory: Path):
         self.dir = directory
 
+    def check(self) -> None:
+        """Fail early, with the reason, when results cannot be written here."""
+        probe = self.dir / f".probe.{os.getpid()}"
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError as exc:
+            raise ResultsError(f"cannot write results to {self.dir}: {exc.strerror or exc}") from None
+
     def add(self, record: RunRecord, samples: Sequence[Sample]) -> None:
-        (self.dir / "series").mkdir(parents=True, exist_ok=True)
+        """The run's line first, then its time series: a full disk loses the smaller part."""
         series = self.dir / "series" / f"{record.run_id}.csv"
-        write_atomic(series, to_csv([asdict(s) for s in samples], ["t_s", "cpu_percent", "rss_bytes", "processes"]))
+        _mkdir(self.dir)
         append_line(self.dir / "runs.jsonl", json.dumps({**record.to_dict(), "series": str(series)}, sort_keys=True))
+        _mkdir(series.parent)
+        write_atomic(series, to_csv([asdict(s) for s in samples], ["t_s", "cpu_percent", "rss_bytes", "processes"]))
 
     def keep_artifacts(self, run_id: str, artifacts: str) -> None:
         shutil.copytree(artifacts, self.dir / "artifacts" / run_id, dirs_exist_ok=True)
@@ -53,7 +92,7 @@ class ResultsWriter:
     def write_summaries(self, records: Sequence[RunRecord]) -> None:
         if not records:
             return
-        columns = ["run_id", "architecture", "workload", "scale", "round", "warmup", "outcome", *FIGURES]
+        columns = ["run_id", "architecture", "workload", "scale", "round", "warmup", "outcome", *FIGURES, "memory_method"]
         rows = [{**{c: getattr(r, c) for c in columns}, **r.metrics} for r in records]
         metric_names = sorted({m for r in records for m in r.metrics})
         write_atomic(self.dir / "runs.csv", to_csv(rows, columns + metric_names))
@@ -90,7 +129,8 @@ def grouped(records: Sequence[RunRecord]) -> dict[tuple[str, str], list[RunRecor
 
 def summary_rows(records: Sequence[RunRecord]) -> list[dict]:
     """One row per (workload, architecture): medians, failures, and overhead
-    beyond the ``inprocess`` floor's on the same workload."""
+    beyond the ``inprocess`` floor's on the same workload, each without the
+    part caused by running fan-out tasks one after another (``serial_s``)."""
     groups = grouped(records)
     rows = []
     for (workload, arch), group in groups.items():
@@ -99,9 +139,14 @@ def summary_rows(records: Sequence[RunRecord]) -> list[dict]:
         row["failed"] = sum(r.outcome != "passed" for r in group)
         floor = medians(groups.get((workload, FLOOR), []))
         if "overhead_s" in floor and "overhead_s" in row:
-            row["overhead_over_inprocess_s"] = row["overhead_s"] - floor["overhead_s"]
+            row["overhead_over_inprocess_s"] = parallel_overhead(row) - parallel_overhead(floor)
         rows.append(row)
     return rows
+
+
+def parallel_overhead(figures: dict) -> float:
+    """Overhead without the part caused by running fan-out tasks one after another."""
+    return figures["overhead_s"] - (figures.get("serial_s") or 0.0)
 
 
 TABLE = [
@@ -111,6 +156,7 @@ TABLE = [
     ("startup_s", "startup (s)", "{:.3f}".format),
     ("compute_s", "compute (s)", "{:.3f}".format),
     ("overhead_s", "overhead (s)", "{:.3f}".format),
+    ("serial_s", "serial (s)", "{:.3f}".format),
     ("overhead_over_inprocess_s", "over inprocess (s)", "{:+.3f}".format),
     ("cpu_s", "CPU (s)", "{:.2f}".format),
     ("peak_rss_bytes", "peak mem (MiB)", lambda b: f"{b / 2**20:.0f}"),

@@ -15,7 +15,7 @@ from .architectures.base import Run
 from .cgroups import Cgroup
 from .events import read_events
 from .monitor import Monitor
-from .options import Settings
+from .options import AUTO_TIMEOUT_S, Settings
 from .record import RunRecord, build_record
 from .registry import Registry
 from .report import ResultsWriter
@@ -31,6 +31,7 @@ class BenchSession:
         self.registry = registry
         self.results = ResultsWriter(results_dir)
         self.records: list[RunRecord] = []
+        self.problems: list[str] = []  # what went wrong outside any test, shown at the end
         self._architectures: dict[str, Architecture] = {}
         self._unavailable: dict[str, str] = {}
         self._warmed: set[tuple[str, str]] = set()
@@ -87,6 +88,11 @@ class BenchSession:
                 pass
         return {**found, **self._versions}
 
+    def run_timeout_s(self) -> float | None:
+        """``--mlpbench-timeout``, with ``auto`` resolved by scale."""
+        limit = self.settings.timeout
+        return AUTO_TIMEOUT_S[self.settings.scale] if limit == "auto" else limit
+
     def warm_up(self, arch: Architecture, workload: Workload, params: dict) -> None:
         """One unrecorded run for architectures whose first run after start is unrepresentative."""
         key = (arch.name, workload.name)
@@ -95,6 +101,16 @@ class BenchSession:
             self.run_once(arch, workload, round=-1, warmup=True, params=params)
 
     def run_once(self, arch: Architecture, workload: Workload, round: int, warmup: bool, params: dict) -> RunRecord:
+        """Start, execute and finish one run (warm-ups, and rounds that pytest-benchmark does not time)."""
+        live = self.start_run(arch, workload, round, warmup, params)
+        try:
+            live.execute()
+        finally:
+            record = self.finish_run(live)
+        return record
+
+    def start_run(self, arch: Architecture, workload: Workload, round: int, warmup: bool, params: dict) -> "LiveRun":
+        """Prepare a run and start its monitor; :meth:`LiveRun.execute` is then exactly the architecture's run."""
         run_id = f"{arch.name}-{workload.name}-{uuid.uuid4().hex[:8]}"
         run_dir = self.session_dir / "runs" / run_id
         (run_dir / "artifacts").mkdir(parents=True)
@@ -107,52 +123,46 @@ class BenchSession:
             params={"data_dir": self.settings.data_dir, **option_params(self.settings, workload), **params},
             traceparent=self.telemetry.new_traceparent() if self.telemetry else None,
         )
-        outcome, error = "passed", None
         monitor = Monitor(self.settings.sample_interval)
         for pid in arch.watch_pids():
             monitor.watch(pid)
         for path in arch.watch_cgroups(run_id):
             monitor.watch_cgroup(Cgroup(path))
         monitor.start()
-        run = Run(spec=spec, workload=workload, dir=run_dir, timeout_s=self.settings.timeout)
-        submit_ns = time.time_ns()
+        run = Run(spec=spec, workload=workload, dir=run_dir, timeout_s=self.run_timeout_s())
+        return LiveRun(arch, workload, run, monitor, round, warmup)
+
+    def finish_run(self, live: "LiveRun") -> RunRecord:
+        """Stop the run's monitor, build its record and write it, whatever the outcome."""
+        usage = live.monitor.stop()
+        spec = live.run.spec
+        events = read_events(spec.events, spec.run_id)
+        record = build_record(
+            run_id=spec.run_id,
+            architecture=live.arch.name,
+            workload=live.workload,
+            scale=self.settings.scale,
+            params={**live.workload.scales.get(spec.scale, {}), **spec.params},
+            round=live.round,
+            warmup=live.warmup,
+            submit_ns=live.submit_ns,
+            wall_ns=live.wall_ns,
+            events=events,
+            usage=usage,
+            artifact_bytes=directory_bytes(spec.artifacts),
+            task_info=live.run.task_info,
+            outcome=live.outcome,
+            error=live.error,
+        )
+        self.records.append(record)
+        if self.telemetry:
+            self.telemetry.add_run(record, events, usage.samples, spec.traceparent)
         try:
-            with _sigterm_as_interrupt():
-                arch.run(workload, run)
-        except RunTimeout as exc:
-            outcome, error = "timeout", str(exc)
-        except RunFailed as exc:
-            outcome, error = "failed", str(exc)
-        except BaseException as exc:
-            outcome = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
-            error = "".join(traceback.format_exception_only(type(exc), exc)).strip()
-            raise
-        finally:
-            end_ns = time.time_ns()
-            usage = monitor.stop()
-            events = read_events(spec.events, run_id)
-            record = build_record(
-                run_id=run_id,
-                architecture=arch.name,
-                workload=workload,
-                scale=self.settings.scale,
-                round=round,
-                warmup=warmup,
-                submit_ns=submit_ns,
-                end_ns=end_ns,
-                events=events,
-                usage=usage,
-                artifact_bytes=directory_bytes(spec.artifacts),
-                task_info=run.task_info,
-                outcome=outcome,
-                error=error,
-            )
-            self.records.append(record)
             self.results.add(record, usage.samples)
             if self.settings.keep_artifacts:
                 self.results.keep_artifacts(record.run_id, spec.artifacts)
-            if self.telemetry:
-                self.telemetry.add_run(record, events, usage.samples, spec.traceparent)
+        except OSError as exc:
+            raise RunFailed(f"{record.run_id}: measured, but its results were not saved: {exc}") from None
         return record
 
     def close_architectures(self) -> None:
@@ -165,7 +175,10 @@ class BenchSession:
         self.close_architectures()
         if self.telemetry:
             self.telemetry.shutdown()
-        self.results.write_summaries(self.records)
+        try:
+            self.results.write_summaries(self.records)
+        except OSError as exc:
+            self.problems.append(f"the session's summaries were not written: {exc}")
         if self._session_dir:
             shutil.rmtree(self._session_dir, ignore_errors=True)
             self._session_dir = None
@@ -183,6 +196,36 @@ def option_params(settings: Settings, workload: Workload) -> dict:
     """The scale parameters of ``workload`` that options set; unset ones keep the scale's value."""
     return {param: settings.get(option) for option, (name, param) in OPTION_PARAMS.items()
             if name == workload.name and settings.get(option) is not None}
+
+
+class LiveRun:
+    """A run between its start and its finish: :meth:`execute` is the part that is timed."""
+
+    def __init__(self, arch: Architecture, workload: Workload, run: Run, monitor: Monitor, round: int, warmup: bool):
+        self.arch, self.workload, self.run, self.monitor = arch, workload, run, monitor
+        self.round, self.warmup = round, warmup
+        self.outcome, self.error = "interrupted", "interrupted before it was submitted"
+        self.submit_ns = time.time_ns()  # wall clock: aligns the steps' own timestamps
+        self.wall_ns = 0  # monotonic duration of execute()
+
+    def execute(self) -> None:
+        """The architecture's run, nothing else: pytest-benchmark times this call."""
+        self.submit_ns = time.time_ns()
+        start = time.perf_counter_ns()
+        try:
+            with _sigterm_as_interrupt():
+                self.arch.run(self.workload, self.run)
+            self.outcome, self.error = "passed", None
+        except RunTimeout as exc:
+            self.outcome, self.error = "timeout", str(exc)
+        except (RunFailed, Unavailable) as exc:
+            self.outcome, self.error = "failed", str(exc)
+        except BaseException as exc:
+            self.outcome = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
+            self.error = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+            raise
+        finally:
+            self.wall_ns = time.perf_counter_ns() - start
 
 
 class _sigterm_as_interrupt:

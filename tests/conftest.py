@@ -4,6 +4,7 @@ import signal
 from pathlib import Path
 
 import pytest
+from postgres import PostgresServer, PostgresUnavailable
 
 TESTS = Path(__file__).parent
 
@@ -67,3 +68,30 @@ class BenchProject:
 def bench(pytester, monkeypatch) -> BenchProject:
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(TESTS), os.environ.get("PYTHONPATH")])))
     return BenchProject(pytester)
+
+
+@pytest.fixture
+def postgres():
+    """A throwaway PostgreSQL server, skipped with the reason where none is installed."""
+    try:
+        server = PostgresServer()
+    except PostgresUnavailable as exc:
+        pytest.skip(str(exc))
+    server.start()
+    yield server
+    server.stop()
+
+
+#: REGISTER and the fault workloads of test_fault_matrix.py. Not in REGISTER itself: the
+#: registered-workloads suite runs every registered workload (test_plugin counts them).
+FAULTS_REGISTER = REGISTER + """
+
+_register_fakes = pytest_mlpbench_register
+
+
+def pytest_mlpbench_register(registry):
+    _register_fakes(registry)
+    for workload in (RAISES, SELFKILL, AWAIT):
+        registry.add_workload(workload)
+"""
+MARKERS.update({"raises": "training", "selfkill": "training", "await": "training"})

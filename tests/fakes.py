@@ -146,3 +146,53 @@ class NoFanout(InProcess):
 
         if any(step.foreach for step in workload.steps):
             raise Unavailable("no-fanout: this architecture runs no fan-out")
+
+
+# -- faults (tests/test_fault_matrix.py) ---------------------------------------------------------
+# Each fault step first leaves a note of when and where it faults, ``fault-<step>.json`` in the
+# run's artifacts, for the test to time the detection. Their errors do not name the step: the
+# architecture's message must.
+
+
+def _fault_note(ctx, fault: str) -> None:
+    import os
+    import socket
+
+    note = {"run_id": ctx.spec.run_id, "step": ctx.step, "fault": fault, "ns": time.time_ns(), "pid": os.getpid(),
+            "host": socket.gethostname()}
+    (ctx.artifacts / f"fault-{ctx.step}.json").write_text(json.dumps(note))
+
+
+def explode(ctx, **inputs) -> dict:
+    _fault_note(ctx, "raise")
+    raise RuntimeError("this step raises on purpose")
+
+
+def self_kill(ctx, **inputs) -> dict:
+    """SIGKILL this step's own process. The first process of a container (PID 1
+    of its PID namespace) cannot be killed from inside: there the signal is
+    ignored, and the step waits to be killed from outside."""
+    import os
+    import signal
+
+    _fault_note(ctx, "sigkill")
+    os.kill(os.getpid(), signal.SIGKILL)
+    time.sleep(ctx.params.get("hold_s", 120))
+    raise RuntimeError(f"SIGKILL to itself was ignored (pid {os.getpid()}) and nothing killed it")
+
+
+def await_fault(ctx, **inputs) -> dict:
+    """Hold the run for ``hold_s`` seconds (120 unless set) while a test injects a fault from outside."""
+    _fault_note(ctx, "await")
+    time.sleep(ctx.params.get("hold_s", 120))
+    return {}
+
+
+def _faulty(name: str, fn) -> Workload:
+    return Workload(name=name, ref=f"fakes:{name.upper()}", marker="training",
+                    steps=(Step("begin", begin), Step(fn.__name__, fn, needs=("begin",))), scales=SCALES)
+
+
+RAISES = _faulty("raises", explode)
+SELFKILL = _faulty("selfkill", self_kill)
+AWAIT = _faulty("await", await_fault)

@@ -17,7 +17,6 @@ import sys
 import tempfile
 from pathlib import Path
 
-import pytest
 
 SERVER_USER = "postgres"  # the Debian package's system user; initdb refuses to run as root
 INSTALL_HINT = "install the PostgreSQL server: apt-get install postgresql"
@@ -94,20 +93,6 @@ class PostgresServer:
                             "stop"], capture_output=True, timeout=60)
         shutil.rmtree(self.dir, ignore_errors=True)
         self.dir = None
-
-
-@pytest.fixture(scope="module")
-def postgres_url():
-    """The URL of a PostgreSQL database that lives for the test module; skips without the server."""
-    try:
-        server = PostgresServer()
-    except PostgresUnavailable as exc:
-        pytest.skip(str(exc))
-    try:
-        server.start()
-        yield server.url
-    finally:
-        server.stop()
 
 
 if __name__ == "__main__":

@@ -80,8 +80,10 @@ def test_memory(mlpbench, value):
         assert cpu[0] > 0.1, "the container's Python start-up is counted"
         for value in (0, 1):  # the run's cpu_s is the test's process tree and the containers
             assert medians[(arch, "cpu", value)]["cpu_s"] > cpu[value] + 0.1, arch
+        # the container's 300 MiB adds to the tree's memory; the tree's own peak varies by up to 15 MiB
+        # between runs (measured), so 45 MiB is three times that
         peak = [medians[(arch, "memory", value)]["peak_rss_bytes"] for value in (0, 1)]
-        assert peak[1] - peak[0] >= 0.9 * 300 * 2**20, arch
+        assert peak[1] - peak[0] == pytest.approx(300 * 2**20, abs=45 * 2**20), arch
     versions = json.loads((bench.path / "bench.json").read_text())["machine_info"]["mlpbench"]["versions"]
     assert versions["container-accounting"] == "cgroup"
     assert not [m for m in set(mount_points()) - mounts_before if ours(m)]

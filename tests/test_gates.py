@@ -9,8 +9,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import scipy.stats  # noqa: F401  loaded once here: an inline pytester run would import it again, which numpy refuses
 
-from pytest_mlpbench.gates import GateError, History, decide, load_run, parse_gate
+from pytest_mlpbench.gates import GateError, History, decide, differences, identity, load_run, parse_gate
 
 TESTS = Path(__file__).parent
 
@@ -134,12 +135,25 @@ def test_noise_does_not_fail_but_a_real_regression_does():
 # -- saved histories ---------------------------------------------------------------
 
 
-def saved(directory: Path, number: int, values: list[float], name="unversioned", scale="smoke"):
+PARAMS = {"data_dir": None, "images": 24, "shards": 3}
+MACHINE = {"node": "runner-1", "machine": "x86_64", "python_implementation": "CPython", "python_version": "3.11.9",
+           "release": "6.5.0-1025-azure", "system": "Linux", "cpu": {"brand_raw": "AMD EPYC 7763", "count": 4}}
+
+
+def saved(directory: Path, number: int, values: list[float], name="unversioned", scale="smoke", params=PARAMS,
+          machine=MACHINE):
+    """A saved run of one benchmark; ``params`` or ``machine`` None: a file without them, as older runs are."""
     rounds = [{"run_id": f"r{i}", "outcome": "passed", "wall_s": v} for i, v in enumerate(values)]
-    bench = {"fullname": "t.py::t[a]", "extra_info": {"mlpbench": {"scale": scale, "rounds": rounds}}}
+    info = {"workload": "w", "scale": scale, "rounds": rounds, **({"params": params} if params is not None else {})}
+    bench = {"fullname": "t.py::t[a]", "extra_info": {"mlpbench": info}}
     path = directory / f"{number:04d}_{name}.json"
-    path.write_text(json.dumps({"benchmarks": [bench]}))
+    path.write_text(json.dumps({**({"machine_info": machine} if machine is not None else {}), "benchmarks": [bench]}))
     return path
+
+
+def like(scale="smoke", machine=MACHINE, **params):
+    """The identity of a run now: workload w at ``scale`` with PARAMS updated by ``params`` on ``machine``."""
+    return identity({"workload": "w", "scale": scale, "params": {**PARAMS, **params}}, machine)
 
 
 def test_history_picks_runs_by_number_name_or_path_and_pools_n(tmp_path):
@@ -147,12 +161,92 @@ def test_history_picks_runs_by_number_name_or_path_and_pools_n(tmp_path):
     saved(tmp_path, 2, [2.0], scale="small")
     third = saved(tmp_path, 3, [3.0])
     saved(tmp_path, 4, [4.0])
-    assert History.load(tmp_path).rounds("t.py::t[a]", "smoke")[0][0]["wall_s"] == 4.0
-    assert History.load(tmp_path, "3").rounds("t.py::t[a]", "smoke")[0][0]["wall_s"] == 3.0
-    assert History.load(tmp_path, str(third)).rounds("t.py::t[a]", "smoke")[0][0]["wall_s"] == 3.0
-    assert History.load(tmp_path, "main").rounds("t.py::t[a]", "smoke")[0][0]["wall_s"] == 1.0
-    pooled, used = History.load(tmp_path, history=3).rounds("t.py::t[a]", "smoke")
-    assert [r["wall_s"] for r in pooled] == [1.0, 3.0, 4.0]  # the run at another scale is left out
+    assert History.load(tmp_path).baseline("t.py::t[a]", like()).rounds[0]["wall_s"] == 4.0
+    assert History.load(tmp_path, "3").baseline("t.py::t[a]", like()).rounds[0]["wall_s"] == 3.0
+    assert History.load(tmp_path, str(third)).baseline("t.py::t[a]", like()).rounds[0]["wall_s"] == 3.0
+    assert History.load(tmp_path, "main").baseline("t.py::t[a]", like()).rounds[0]["wall_s"] == 1.0
+    history = History.load(tmp_path, history=3)
+    found = history.baseline("t.py::t[a]", like())
+    assert [r["wall_s"] for r in found.rounds] == [1.0, 3.0, 4.0]  # the run at another scale is left out
+    assert history.remark(found) == 'left out: 0002_unversioned differs in scale (saved "small", now "smoke")'
+
+
+def test_a_run_with_other_parameters_is_no_baseline_and_the_reason_names_them(tmp_path):
+    saved(tmp_path, 1, [1.0], "main", params={**PARAMS, "images": 48})
+    history = History.load(tmp_path)
+    found = history.baseline("t.py::t[a]", like())
+    assert found.rounds == [] and found.runs == []
+    assert history.remark(found) == ("new: no baseline with the same workload, scale, parameters and machine: "
+                                     "0001_main differs in images (saved 48, now 24); "
+                                     "--mlpbench-compare-unlike=yes compares anyway")
+    verdict = decide("t", parse_gate("wall_s:median:+5%"), found.rounds, [1.0], 0.05)
+    assert verdict.status == "new"
+    anyway = History.load(tmp_path, unlike=True)
+    found = anyway.baseline("t.py::t[a]", like())
+    assert [r["wall_s"] for r in found.rounds] == [1.0]
+    assert anyway.remark(found) == ("compared anyway (--mlpbench-compare-unlike=yes): "
+                                    "0001_main differs in images (saved 48, now 24)")
+
+
+@pytest.mark.parametrize("saved_params, now, message", [
+    ({**PARAMS, "data_dir": "/data/cifar"}, {}, 'data_dir (saved "/data/cifar", now generated data)'),
+    ({**PARAMS, "model": "builtin"}, {}, 'model (saved "builtin", now not set)'),
+    (PARAMS, {"images": 48, "shards": 4}, "images (saved 24, now 48), shards (saved 3, now 4)"),
+    (None, {}, "workload parameters (unknown: the saved run predates their recording)"),
+])
+def test_every_differing_parameter_and_the_data_source_are_named(tmp_path, saved_params, now, message):
+    saved(tmp_path, 1, [1.0], params=saved_params)
+    history = History.load(tmp_path)
+    found = history.baseline("t.py::t[a]", like(**now))
+    assert found.rounds == [] and f"0001_unversioned differs in {message};" in history.remark(found)
+
+
+def test_unknown_parameters_on_both_sides_do_not_match(tmp_path):
+    old = identity({"workload": "w", "scale": "smoke"}, MACHINE)
+    assert differences(old, old) == ["workload parameters (unknown: neither run records them)"]
+    now_only = identity({"workload": "w", "scale": "smoke"}, MACHINE)
+    assert differences(like(), now_only) == ["workload parameters (unknown: this run does not record them)"]
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"cpu": {"brand_raw": "Intel Xeon Platinum 8370C", "count": 4}},
+     'machine.cpu (saved "Intel Xeon Platinum 8370C", now "AMD EPYC 7763")'),
+    ({"cpu": {"brand_raw": "AMD EPYC 7763", "count": 2}}, "machine.cpus (saved 2, now 4)"),
+    ({"machine": "aarch64"}, 'machine.arch (saved "aarch64", now "x86_64")'),
+    ({"python_version": "3.12.1"}, 'machine.python (saved "CPython 3.12", now "CPython 3.11")'),
+    ({"python_implementation": "PyPy"}, 'machine.python (saved "PyPy 3.11", now "CPython 3.11")'),
+])
+def test_a_run_from_another_machine_is_no_baseline(tmp_path, change, message):
+    saved(tmp_path, 1, [1.0], machine={**MACHINE, **change})
+    history = History.load(tmp_path)
+    found = history.baseline("t.py::t[a]", like())
+    assert found.rounds == [] and f"0001_unversioned differs in {message};" in history.remark(found)
+
+
+def test_host_name_kernel_release_and_python_patch_level_are_the_same_machine(tmp_path):
+    saved(tmp_path, 1, [1.0], machine={**MACHINE, "node": "runner-2", "release": "6.5.0-1026-azure",
+                                       "python_version": "3.11.10", "cpu": {**MACHINE["cpu"], "hz_actual": [1, 0]}})
+    history = History.load(tmp_path)
+    found = history.baseline("t.py::t[a]", like())
+    assert [r["wall_s"] for r in found.rounds] == [1.0] and history.remark(found) == ""
+
+
+def test_a_file_without_machine_info_is_no_baseline(tmp_path):
+    saved(tmp_path, 1, [1.0], machine=None)
+    history = History.load(tmp_path)
+    found = history.baseline("t.py::t[a]", like())
+    assert found.rounds == [] and "machine (unknown: the saved run has no machine_info)" in history.remark(found)
+
+
+def test_an_older_like_run_is_the_baseline_and_the_newer_unlike_ones_are_named(tmp_path):
+    saved(tmp_path, 1, [1.0])
+    saved(tmp_path, 2, [2.0], params={**PARAMS, "images": 48})
+    saved(tmp_path, 3, [3.0], params=None)
+    history = History.load(tmp_path)
+    found = history.baseline("t.py::t[a]", like())
+    assert [r["wall_s"] for r in found.rounds] == [1.0] and [r.label for r in found.runs] == ["0001_unversioned"]
+    assert history.remark(found) == ("left out: 0003_unversioned differs in workload parameters (unknown: the saved "
+                                     "run predates their recording) (and 1 more unlike run)")
     with pytest.raises(GateError, match="run 'nope' matches no saved run"):
         History.load(tmp_path, "nope")
 
@@ -250,6 +344,7 @@ def test_a_median_up_by_chance_does_not_fail(project):
      "*--mlpbench-fail='overhead_s:avg:+10%': STAT 'avg' is not one of min, median, mean, max*"),
     (["--mlpbench-fail=overhead_s:median:20"], "*THRESHOLD '20' must be a signed number*+10% or +0.5*"),
     (["--mlpbench-alpha=5"], "*--mlpbench-alpha='5': must be between 0 and 1*"),
+    (["--mlpbench-compare-unlike=maybe"], "*--mlpbench-compare-unlike='maybe': expected yes or no*"),
     (["--mlpbench-baseline=7"], "*mlpbench gates*run '7' matches no saved run (latest: none)*"),
 ])
 def test_bad_gate_options_are_usage_errors(project, args, message):
@@ -293,3 +388,92 @@ def test_compare_prints_the_table_for_saved_runs(project):
     assert "FAILED gate peak_rss_bytes:max:+30%: test_linear.py::test_linear[injected]: peak_rss_bytes max" in gated.stdout
     missing = project.compare("9")
     assert missing.returncode == 2 and "error: run '9' matches no saved run" in missing.stderr
+
+
+# -- whole sessions: baselines must be alike ------------------------------------------
+
+
+def with_params(project: Project, params: str) -> None:
+    project.pytester.makepyfile(test_linear=TEST_FILE.replace('run("linear")', f'run("linear", {params})'))
+
+
+def saved_files(project: Project) -> list[Path]:
+    from pytest_benchmark.utils import get_machine_id
+
+    return sorted((project.pytester.path / ".benchmarks" / get_machine_id()).glob("0*.json"))
+
+
+def verdicts(result: pytest.RunResult | subprocess.CompletedProcess) -> list[str]:
+    """The verdict column of the gates' table."""
+    lines = result.stdout.lines if isinstance(result, pytest.RunResult) else result.stdout.splitlines()
+    rows = [line.rstrip() for line in lines if line.startswith("test_linear.py::test_linear[injected] ")]
+    return ["new (passes)" if row.endswith("new (passes)") else row.split()[-1] for row in rows]
+
+
+UNLIKE = ("test_linear.py::test_linear[[]injected[]]: new: no baseline with the same workload, scale, parameters and "
+          "machine: 0001_* differs in {}; --mlpbench-compare-unlike=yes compares anyway")
+
+
+def test_a_baseline_with_other_parameters_is_not_pooled_and_the_field_is_named(project):
+    with_params(project, "sleep_s=0.01")
+    assert project.run().ret == 0
+    with_params(project, "sleep_s=0.02")
+    other = project.run(save=False)
+    assert other.ret == 0, other.stdout.str()
+    other.stdout.fnmatch_lines([UNLIKE.format("sleep_s (saved 0.01, now 0.02)")])
+    assert verdicts(other) == ["new (passes)"] * 3
+    anyway = project.run("--mlpbench-compare-unlike=yes", save=False)
+    assert anyway.ret == 0, anyway.stdout.str()
+    anyway.stdout.fnmatch_lines(["test_linear.py::test_linear[[]injected[]]: compared anyway "
+                                 "(--mlpbench-compare-unlike=yes): 0001_* differs in sleep_s (saved 0.01, now 0.02)"])
+    assert verdicts(anyway) == ["ok"] * 3
+
+
+def test_a_baseline_from_another_machine_is_not_pooled(project):
+    assert project.run().ret == 0
+    path = saved_files(project)[0]
+    data = json.loads(path.read_text())
+    data["machine_info"].update(node="another-runner", release="0.0.1-other")  # the same kind of machine
+    path.write_text(json.dumps(data))
+    same = project.run(save=False)
+    assert same.ret == 0 and "compares anyway" not in same.stdout.str(), same.stdout.str()
+    same.stdout.fnmatch_lines(["*test_linear.py::test_linear[[]injected[]]*overhead_s*median*+0.1* ok"])
+    now = data["machine_info"]["cpu"].get("brand_raw")
+    data["machine_info"]["cpu"]["brand_raw"] = "Doctored CPU 9000"
+    path.write_text(json.dumps(data))
+    other = project.run(save=False)
+    assert other.ret == 0, other.stdout.str()
+    other.stdout.fnmatch_lines([UNLIKE.format(f'machine.cpu (saved "Doctored CPU 9000", now {json.dumps(now)})')])
+    assert verdicts(other) == ["new (passes)"] * 3
+    anyway = project.run("-o", "mlpbench_compare_unlike=yes", save=False)  # the ini key
+    assert anyway.ret == 0, anyway.stdout.str()
+    anyway.stdout.fnmatch_lines(["*: compared anyway (--mlpbench-compare-unlike=yes): 0001_* differs in machine.cpu*"])
+
+
+def test_a_baseline_saved_before_parameters_were_recorded_is_not_pooled(project):
+    assert project.run().ret == 0
+    path = saved_files(project)[0]
+    data = json.loads(path.read_text())
+    for bench in data["benchmarks"]:
+        del bench["extra_info"]["mlpbench"]["params"]
+    path.write_text(json.dumps(data))
+    old = project.run(save=False)
+    assert old.ret == 0, old.stdout.str()
+    old.stdout.fnmatch_lines([UNLIKE.format("workload parameters (unknown: the saved run predates their recording)")])
+
+
+def test_compare_leaves_out_unlike_runs_unless_told(project):
+    with_params(project, "sleep_s=0.01")
+    assert project.run().ret == 0
+    with_params(project, "sleep_s=0.1")
+    assert project.run("--mlpbench-compare-unlike=yes").ret == 0
+    table = project.compare()
+    assert table.returncode == 0, table.stderr
+    assert set(verdicts(table)) == {"new (passes)"}, table.stdout
+    assert re.search(r"^test_linear.py::test_linear\[injected\]: new: no baseline with the same workload, scale, "
+                     r"parameters and machine: 0001_\S+ differs in sleep_s \(saved 0.01, now 0.1\); --unlike compares "
+                     r"anyway$", table.stdout, re.M), table.stdout
+    anyway = project.compare("--unlike", "--fail", "wall_s:median:+10%")
+    assert anyway.returncode == 1, anyway.stdout  # 0.1 s a step instead of 0.01: a real slowdown
+    assert "compared anyway (--unlike): 0001_" in anyway.stdout
+    assert "FAILED gate wall_s:median:+10%: test_linear.py::test_linear[injected]: wall_s median" in anyway.stdout

@@ -10,7 +10,10 @@ import psutil
 import pytest
 from conftest import bench_source, default_sigint
 
+from pytest_mlpbench.options import OPTIONS, Settings, timeout
 from pytest_mlpbench.record import FIGURES
+from pytest_mlpbench.registry import Registry
+from pytest_mlpbench.session import BenchSession
 
 REPO = Path(__file__).parents[1]
 
@@ -127,14 +130,23 @@ def test_failed_run_is_recorded_and_fails_the_test(bench):
     assert "## Failed runs" in (bench.path / "results" / "summary.md").read_text()
 
 
-def test_timeout_kills_the_run_and_records_it(bench):
+@pytest.mark.parametrize("arch", ["subprocess", "inprocess"])
+def test_timeout_kills_the_run_and_records_it(bench, arch):
     bench.tests("def test_slow(mlpbench):\n    mlpbench.run('slow')\n")
-    result = bench.run("--mlpbench-arch=subprocess", "--mlpbench-timeout=1")
+    result = bench.run(f"--mlpbench-arch={arch}", "--mlpbench-timeout=1")
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(["*timeout: run exceeded --mlpbench-timeout=1s*"])
     (run,) = bench.runs()
     assert run["outcome"] == "timeout" and 1 <= run["wall_s"] < 10
     assert not step_processes(bench.path)
+
+
+@pytest.mark.parametrize("value, scale, limit", [(None, "smoke", 600.0), (None, "full", 14400.0), ("auto", "small", 1800.0),
+                                                 ("none", "small", None), ("0", "smoke", None), ("2.5", "full", 2.5)])
+def test_every_run_has_a_time_limit_unless_turned_off(value, scale, limit, tmp_path):
+    defaults = {opt.name: opt.default for opt in OPTIONS}
+    settings = Settings({**defaults, "scale": scale, **({} if value is None else {"timeout": timeout(value)})})
+    assert BenchSession(settings, Registry.builtin(), tmp_path).run_timeout_s() == limit
 
 
 def step_processes(path) -> list[psutil.Process]:

@@ -66,6 +66,17 @@ def event(step, start, end, index=None, **extra):
     return {"step": step, "index": index, "start_ns": int(start * 1e9), "end_ns": int(end * 1e9), "pid": 1, **extra}
 
 
+def usage() -> Usage:
+    return Usage(cpu_s=1.0, peak_rss_bytes=10, io_read_bytes=0, io_write_bytes=0, processes=0, monitor_cpu_s=0,
+                 memory_method="test")
+
+
+def record_of(events, wall_s: float, workload=None):
+    return build_record(run_id="r", architecture="x", workload=workload or diamond(), scale="smoke", round=0,
+                        warmup=False, submit_ns=0, wall_ns=int(wall_s * 1e9), events=events, usage=usage(),
+                        artifact_bytes=0)
+
+
 def test_record_critical_path_gaps_and_delays():
     events = [
         event("a", 1.0, 2.0),
@@ -74,10 +85,9 @@ def test_record_critical_path_gaps_and_delays():
         event("b", 2.1, 3.0),
         event("join", 5.5, 6.0, metrics={"accuracy": 0.9}),
     ]
-    usage = Usage(cpu_s=1.0, peak_rss_bytes=10, io_read_bytes=0, io_write_bytes=0, processes=0, monitor_cpu_s=0)
     record = build_record(
         run_id="r", architecture="x", workload=diamond(), scale="smoke", round=0, warmup=False,
-        submit_ns=0, end_ns=int(7e9), events=events, usage=usage, artifact_bytes=0,
+        submit_ns=0, wall_ns=int(7e9), events=events, usage=usage(), artifact_bytes=0,
         task_info={("fan", 1): {"queued_ns": int(2.2e9), "started_ns": int(2.4e9), "try_number": 1}},
     )
     assert record.wall_s == 7.0 and record.startup_s == 1.0
@@ -85,6 +95,7 @@ def test_record_critical_path_gaps_and_delays():
     assert record.overhead_s == pytest.approx(7.0 - 3.9)
     assert record.gaps == {"a->fan": 0.5, "a->b": 0.1, "fan->join": 0.5, "b->join": 2.5}
     assert record.metrics == {"accuracy": 0.9}
+    assert record.serial_s == pytest.approx(2.5 - 2.4)  # the tasks overlapped but for 0.1 s
     fan1 = next(r for r in record.steps if r["step"] == "fan" and r["index"] == 1)
     assert fan1["queue_delay_s"] == pytest.approx(0.2) and fan1["launch_delay_s"] == pytest.approx(0.2)
     assert fan1["try_number"] == 1
@@ -92,10 +103,34 @@ def test_record_critical_path_gaps_and_delays():
 
 def test_retried_step_counts_its_last_attempt():
     work = Workload("one", "test:one", (Step("a", noop),), SCALES)
-    usage = Usage(cpu_s=0, peak_rss_bytes=0, io_read_bytes=0, io_write_bytes=0, processes=0, monitor_cpu_s=0)
     events = [event("a", 0.0, 1.0, outcome="failed"), event("a", 2.0, 2.5, outcome="passed")]
     record = build_record(
         run_id="r", architecture="x", workload=work, scale="smoke", round=0, warmup=False,
-        submit_ns=0, end_ns=int(3e9), events=events, usage=usage, artifact_bytes=0,
+        submit_ns=0, wall_ns=int(3e9), events=events, usage=usage(), artifact_bytes=0,
     )
     assert record.compute_s == 0.5 and [r["outcome"] for r in record.steps] == ["passed"]
+
+
+def test_fanout_tasks_run_one_after_another_are_counted_as_serial():
+    sequential = [event("a", 0.0, 1.0), event("b", 1.0, 1.5), event("fan", 1.0, 2.0, index=0),
+                  event("fan", 2.1, 3.6, index=1), event("fan", 3.7, 4.2, index=2), event("join", 4.3, 4.5)]
+    record = record_of(sequential, 5.0)
+    assert record.serial_s == pytest.approx(1.0 + 0.5)  # every task but the longest
+    assert record.compute_s == pytest.approx(1.0 + 1.5 + 0.2)
+    parallel = [event("a", 0.0, 1.0), event("b", 1.0, 1.5), event("fan", 1.1, 2.1, index=0),
+                event("fan", 1.1, 2.6, index=1), event("fan", 1.1, 1.6, index=2), event("join", 2.7, 2.9)]
+    assert record_of(parallel, 3.0).serial_s == 0.0
+    staggered = [dict(e, start_ns=e["start_ns"] + 100_000_000 * e["index"]) if e["step"] == "fan" else e
+                 for e in parallel]  # launched 0.1 s apart: the first ran 0.1 s before the longest began
+    assert record_of(staggered, 3.0).serial_s == pytest.approx(0.1)
+
+
+def test_clock_skew_of_another_host_is_bounded_and_marks_figures_it_exceeds():
+    here, there = {"host": "here"}, {"host": "there"}
+    events = [event("a", 0.2, 1.0, **here), event("b", 1.1, 1.5, **here), event("fan", 1.05, 1.9, index=0, **there),
+              event("fan", 3.2, 3.4, index=1, **there), event("join", 2.0, 2.5, **here)]
+    record = record_of(events, 3.0)  # "there" ended a task 0.4 s after the harness saw the run end
+    assert record.clock_skew_s == {"here": 0.0, "there": pytest.approx(0.4)}
+    assert record.unreliable == ["gaps.a->fan"]  # 0.05 s across hosts; fan->join is -1.4 s, above the skew
+    remote_first = [dict(e, host="there") if e["step"] == "a" else e for e in events]
+    assert "startup_s" in record_of(remote_first, 3.0).unreliable  # 0.2 s from our clock to theirs

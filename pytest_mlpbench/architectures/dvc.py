@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -32,7 +33,8 @@ from pathlib import Path
 
 from ..task import run_task, write_json_atomic
 from ..workload import RunSpec, Workload, fanout_items, load_workload, step_inputs
-from .base import Architecture, RunFailed, Unavailable
+from .base import Architecture, RunFailed, Unavailable, tail
+from .subprocesses import task_failure
 
 ENV = {"DVC_NO_ANALYTICS": "1"}
 CONFIG = """[core]
@@ -85,12 +87,31 @@ class Dvc(Architecture):
             targets = [f"dvc.yaml:{name}" for name in pipeline.roots(new)]
             cmd = [sys.executable, "-m", "dvc", "repro", "--force", "--no-run-cache"]
             cmd += ["--downstream", *targets] if wave else ["dvc.yaml"]
-            run.call(cmd, cwd=pipeline.dir, env=ENV, log_name=f"dvc-repro-{wave}")
+            try:
+                run.call(cmd, cwd=pipeline.dir, env=ENV, log_name=f"dvc-repro-{wave}")
+            except RunFailed as exc:
+                if type(exc) is not RunFailed:  # a timeout says so itself
+                    raise
+                raise RunFailed(stage_failure(run, run.logs[-1]) + str(exc)) from None
             pipeline.done.update(new)
             wave += 1
         missing = [s.name for s in workload.steps if s.name not in pipeline.done]
         if missing:
             raise RunFailed(f"dvc: steps {missing} never became runnable")
+
+
+#: DVC's error for a stage whose command failed: "failed to reproduce 'shard@2': failed to run: CMD, exited with -9"
+_STAGE_FAILED = re.compile(r"failed to reproduce '(?P<stage>[^'@]+)(?:@(?P<index>\d+))?'.*?exited with (?P<code>-?\d+)")
+
+
+def stage_failure(run, log: Path) -> str:
+    """``step 'NAME' failed: ERROR (its process exited 1); `` for the stage
+    DVC names as failed in ``log``; empty where it names none."""
+    match = _STAGE_FAILED.search(tail(log, 200))
+    if not match:
+        return ""
+    index = None if match["index"] is None else int(match["index"])
+    return f"{task_failure(run, match['stage'], index, int(match['code']), 'its stage command')}; "
 
 
 class Pipeline:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import json
 import os
 import re
 import threading
@@ -18,6 +19,7 @@ import psutil
 from ..events import read_events
 from .base import Architecture, RunFailed, RunTimeout, Unavailable, tail
 from .pipeline_task import to_param
+from .subprocesses import task_failure
 
 ANSI = re.compile(r"\x1b\[[0-9;]*m")  # kfp.local colours its messages
 #: How long to keep killing the tasks of a timed-out run before giving up on it.
@@ -68,44 +70,148 @@ class KubeflowLocal(Architecture):
         log = run.dir / "kfp-local.log"
         run.logs.append(log)
         arguments = {"spec": to_param(run.spec.__dict__), "env": to_param(run.env)}
-        error = run_in_thread(lambda: pipeline(**arguments), run, stop=lambda: kill_tasks(root), log=log)
+        exits = TaskExits(workload, tmpdir=run.dir / "tmp")
+        with exits.installed():
+            error = run_in_thread(lambda: pipeline(**arguments), run, stop=lambda: kill_tasks(root), log=log)
         if error is not None:
-            raise RunFailed(failure_message(run, error, log)) from error
+            raise RunFailed(failure_message(run, error, log, exits.codes)) from error
 
 
-def run_in_thread(fn, run, stop, log: Path, stopped: str = "its KFP tasks") -> BaseException | None:
+def task_of(steps: dict[str, str], command) -> tuple[str | None, int | None]:
+    """The workload step and fan-out index of a KFP task, from its executor
+    arguments; ``steps`` maps component function names to step names."""
+    args = [str(a) for a in command]
+    step = index = None
+    for flag, value in zip(args, args[1:]):
+        if flag == "--function_to_execute":
+            step = steps.get(value)
+        elif flag == "--executor_input":
+            item = json.loads(value).get("inputs", {}).get("parameterValues", {}).get("item")
+            if item is not None:
+                index = json.loads(item).get("index")
+    return step, index
+
+
+_SUBPROCESS_LOCK = threading.Lock()
+
+
+class TaskExits:
+    """The exit status of each task process kfp.local's SubprocessRunner
+    starts, by step and fan-out index: kfp.local itself says only FAILURE.
+    With ``tmpdir``, the tasks' temporary files go there (the run's
+    directory): each KFP task writes its component module into a fresh
+    ``mktemp -d`` directory that nothing removes."""
+
+    def __init__(self, workload, tmpdir: Path | None = None):
+        from .kfp_pipeline import identifier
+
+        self.steps = {identifier(s.name): s.name for s in workload.steps}
+        self.codes: dict[tuple[str, int | None], int] = {}
+        self.tmpdir = tmpdir
+
+    @contextlib.contextmanager
+    def installed(self):
+        from kfp.local import subprocess_task_handler
+
+        with _SUBPROCESS_LOCK:
+            original = subprocess_task_handler.run_local_subprocess
+
+            def run_local_subprocess(full_command, env_vars=None):
+                if self.tmpdir is not None:
+                    self.tmpdir.mkdir(parents=True, exist_ok=True)
+                    env_vars = {**(env_vars or {}), "TMPDIR": str(self.tmpdir)}
+                code = original(full_command, env_vars=env_vars)
+                with contextlib.suppress(ValueError):
+                    step, index = task_of(self.steps, full_command)
+                    if step is not None:
+                        self.codes[(step, index)] = code
+                return code
+
+            subprocess_task_handler.run_local_subprocess = run_local_subprocess
+            try:
+                yield
+            finally:
+                subprocess_task_handler.run_local_subprocess = original
+
+
+def run_in_thread(fn, run, stop, log: Path, stopped: str = "its KFP tasks", watch=None) -> BaseException | None:
     """Call ``fn`` in a thread (kfp.local blocks with no deadline of its own),
     its printed output going to ``log``; return what it raised. On timeout or
     interruption, ``stop()`` the tasks until the thread ends (what was
-    ``stopped`` goes into the timeout's message)."""
+    ``stopped`` goes into the timeout's message). ``watch()``, asked every
+    ``WATCH_S`` while the thread runs and once more if it raised, returns why
+    the run cannot go on (the container engine died) or None: the run then
+    fails at once with that reason, its tasks stopped."""
     outcome: dict = {}
+    # An Event, not Thread.join/is_alive: in CPython 3.11 a KeyboardInterrupt inside join() marks
+    # a thread that still runs as stopped (bpo-45274's fix), and its tasks would never be stopped.
+    done = threading.Event()
 
     def target():
         try:
             fn()
         except BaseException as exc:  # handed to the caller
             outcome["error"] = exc
+        finally:
+            done.set()
 
     with open(log, "a") as out, contextlib.redirect_stdout(out):
         thread = threading.Thread(target=target, name=f"mlpbench-{run.spec.run_id}", daemon=True)
         thread.start()
         try:
-            thread.join(run.remaining_s())
-            if thread.is_alive():
-                stop_until_done(thread, stop)
-                raise RunTimeout(f"run exceeded --mlpbench-timeout={run.timeout_s:g}s; stopped {stopped}")
-        except BaseException:
-            stop_until_done(thread, stop)
+            while not done.is_set():
+                remaining = run.remaining_s()
+                if remaining == 0:
+                    stop_until_done(done, stop)
+                    raise RunTimeout(f"run exceeded --mlpbench-timeout={run.timeout_s:g}s; stopped {stopped}")
+                done.wait(WATCH_S if remaining is None or watch is not None else remaining)
+                if watch is not None and not done.is_set() and (reason := watch()):
+                    stop_until_done(done, stop, ENGINE_GRACE_S)
+                    raise RunFailed(f"{reason}\nstopped {stopped}")
+        except RunFailed:  # a timeout or a dead engine: stopped already
             raise
-    return outcome.get("error")
+        except BaseException:  # Ctrl-C, SIGTERM
+            stop_until_done(done, stop)
+            raise
+    error = outcome.get("error")
+    if watch is not None:
+        # a client can see the engine's socket close a moment before the engine's process can be
+        # seen to have ended: after a connection error, give that moment before blaming the pipeline
+        settle = time.monotonic() + (ENGINE_SETTLE_S if _connection_error(error) else 0)
+        while (reason := watch()) is None and time.monotonic() < settle:
+            time.sleep(0.05)
+        if reason:
+            stop()
+            own = "" if error is None else f"; the pipeline's own error: {type(error).__name__}: {error}"
+            raise RunFailed(f"{reason}\nstopped {stopped}{own}")
+    return error
 
 
-def stop_until_done(thread: threading.Thread, stop) -> None:
-    """kfp.local starts the next task when one dies, so keep stopping them."""
-    deadline = time.monotonic() + STOP_GRACE_S
-    while thread.is_alive() and time.monotonic() < deadline:
+def _connection_error(error: BaseException | None) -> bool:
+    seen = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, OSError) or "connection" in str(error).lower():
+            return True
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return False
+
+
+#: How often ``run_in_thread`` asks ``watch`` whether the run can go on.
+WATCH_S = 0.25
+#: How long to keep stopping the tasks of a run whose engine died before returning.
+ENGINE_GRACE_S = 10.0
+#: How long a pipeline's connection error waits for ``watch`` to name its cause.
+ENGINE_SETTLE_S = 2.0
+
+
+def stop_until_done(done: threading.Event, stop, grace_s: float = STOP_GRACE_S) -> None:
+    """kfp.local starts the next task when one dies, so keep stopping them
+    until the pipeline's thread says it is ``done``."""
+    deadline = time.monotonic() + grace_s
+    while not done.is_set() and time.monotonic() < deadline:
         stop()
-        thread.join(0.1)
+        done.wait(0.1)
 
 
 def kill_tasks(pipeline_root: Path) -> None:
@@ -121,11 +227,18 @@ def kill_tasks(pipeline_root: Path) -> None:
             pass
 
 
-def failure_message(run, error: BaseException, log: Path) -> str:
+def failure_message(run, error: BaseException, log: Path, exits: dict | None = None, what: str = "its process") -> str:
+    """kfp.local's error, then each failed task: its own error and how its
+    process (``what``) ended, where known, and the end of the log."""
     failed = [e for e in read_events(run.spec.events, run.spec.run_id) if e.get("outcome") == "failed"]
+    exits = exits or {}
     lines = [f"kfp.local: {error}"]
-    lines += [f"step {e['step']!r}" + ("" if e.get("index") is None else f"[{e['index']}]") + f": {e.get('error')}"
-              for e in failed]
+    for e in failed:
+        key = (e["step"], e.get("index"))
+        lines.append(task_failure(run, *key, exits.get(key), what))
+    seen = {(e["step"], e.get("index")) for e in failed}
+    lines += [task_failure(run, step, index, code, what) for (step, index), code in exits.items()
+              if code and (step, index) not in seen]  # no event: it died before it could write one
     return ANSI.sub("", "\n".join(lines) + f"\n{tail(log)}")
 
 

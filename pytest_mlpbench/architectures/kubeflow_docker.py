@@ -12,14 +12,13 @@ created/started times, then removed.
 from __future__ import annotations
 
 import contextlib
-import json
 import threading
 import time
 
 from ..containers.arch import INDEX_LABEL, STEP_LABEL, ContainerArchitecture, container_times, engine_environment
 from .base import RunFailed
 from .kfp_pipeline import identifier
-from .kubeflow import _Pipelines, failure_message, kfp_versions, run_in_thread
+from .kubeflow import _Pipelines, failure_message, kfp_versions, run_in_thread, task_of
 from .pipeline_task import to_param
 
 _PATCH_LOCK = threading.Lock()  # the replacement is module-global: one run at a time
@@ -38,6 +37,7 @@ class KubeflowDocker(ContainerArchitecture):
     def run(self, workload, run):
         from kfp import local
 
+        self.check_engine(run)
         pipeline = self._pipelines.get(workload)
         root = run.dir / "kfp"
         local.init(runner=local.DockerRunner(network_mode="none"), pipeline_root=str(root), raise_on_error=True)
@@ -48,12 +48,14 @@ class KubeflowDocker(ContainerArchitecture):
         try:
             with starter.installed(), engine_environment(self.engine):
                 error = run_in_thread(lambda: pipeline(**arguments), run,
-                                      stop=lambda: self.remove_run_containers(run), log=log,
-                                      stopped="its containers")
-        finally:
-            self.remove_run_containers(run)
+                                      stop=lambda: self.try_remove_run_containers(run), log=log,
+                                      stopped="its containers", watch=self.engine_failure)
+        except BaseException:
+            self.try_remove_run_containers(run)  # the error in hand says more than a failed clean-up
+            raise
+        self.remove_run_containers(run)
         if error is not None:
-            raise RunFailed(failure_message(run, error, log)) from error
+            raise RunFailed(failure_message(run, error, log, starter.exits, "its container")) from error
 
 
 class ContainerStarter:
@@ -62,6 +64,7 @@ class ContainerStarter:
     def __init__(self, arch: KubeflowDocker, workload, run):
         self.arch, self.workload, self.run = arch, workload, run
         self.steps = {identifier(s.name): s.name for s in workload.steps}
+        self.exits: dict[tuple[str, int | None], int] = {}  # exit code of each task's container
 
     @contextlib.contextmanager
     def installed(self):
@@ -89,7 +92,10 @@ class ContainerStarter:
         try:
             for line in container.logs(stream=True, follow=True):
                 print(line.decode(errors="replace"), end="")
-            return exit_code(container)
+            code = exit_code(container)
+            if step is not None:
+                self.exits[(step, index)] = code
+            return code
         finally:
             with contextlib.suppress(Exception):
                 container.reload()
@@ -100,16 +106,7 @@ class ContainerStarter:
 
     def task_of(self, command: list[str]) -> tuple[str | None, int | None]:
         """The workload step and fan-out index of a task, from its executor arguments."""
-        args = list(command)
-        step = index = None
-        for flag, value in zip(args, args[1:]):
-            if flag == "--function_to_execute":
-                step = self.steps.get(value)
-            elif flag == "--executor_input":
-                item = json.loads(value).get("inputs", {}).get("parameterValues", {}).get("item")
-                if item is not None:
-                    index = json.loads(item).get("index")
-        return step, index
+        return task_of(self.steps, command)
 
 
 def exit_code(container, poll_s: float = 0.1) -> int:

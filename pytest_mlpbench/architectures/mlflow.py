@@ -31,6 +31,7 @@ from ..mlflow_results import TELEMETRY_OFF, environ, import_mlflow
 from ..task import write_json_atomic
 from ..workload import fanout_items, step_inputs
 from .base import Architecture, RunFailed, RunTimeout, Unavailable, kill_group
+from .subprocesses import task_failure
 
 PARENT_TAG = "mlflow.parentRunId"
 
@@ -172,12 +173,17 @@ class Driver:
         from mlflow.exceptions import ExecutionException
 
         params, out = self.params(step.name, inputs_file, index)
+        submitted: list = []
         try:
-            self.submit(step.name, params, synchronous=True)
+            with waited_on(submitted):
+                self.submit(step.name, params, synchronous=True)
         except ExecutionException as exc:
             if watchdog.fired.is_set():
                 raise RunTimeout(f"run exceeded --mlpbench-timeout={self.run.timeout_s:g}s in step {step.name!r}")
-            raise RunFailed(f"step {step.name!r}: {exc}{self.step_error(step.name)}") from None
+            code = getattr(getattr(submitted[-1], "command_proc", None), "returncode", None) if submitted else None
+            if code is None:
+                raise RunFailed(f"step {step.name!r}: {exc}{self.step_error(step.name)}") from None
+            raise RunFailed(f"{task_failure(self.run, step.name, index, code)}; MLflow: {exc}") from None
         return read_json(out)
 
     def fan_out(self, step, inputs, inputs_file: Path, watchdog) -> list[dict]:
@@ -189,6 +195,7 @@ class Driver:
         try:
             for params, _ in tasks:
                 submitted.append(self.submit(step.name, params, synchronous=False))
+                submitted[-1].mlpbench_index = params["index"]
             for task in submitted:
                 self.wait(step.name, task)
         finally:
@@ -202,8 +209,9 @@ class Driver:
         except subprocess.TimeoutExpired:
             raise RunTimeout(f"run exceeded --mlpbench-timeout={self.run.timeout_s:g}s in step {step_name!r}") from None
         if rc != 0:
-            raise RunFailed(f"step {step_name!r}: `mlflow run` of MLflow run {task.run_id} exited {rc}"
-                            f"{self.step_error(step_name)}")
+            index = int(task_index) if (task_index := getattr(task, "mlpbench_index", None)) is not None else None
+            raise RunFailed(f"{task_failure(self.run, step_name, index, rc, 'its `mlflow run` process')}; "
+                            f"MLflow run {task.run_id}")
 
     def step_error(self, step_name: str) -> str:
         """The step's own error, from its event, when it got that far."""
@@ -228,6 +236,29 @@ class Driver:
             if child.info.end_time:
                 info["finished_ns"] = child.info.end_time * 10**6
             self.run.add_task_info(step, None if index is None else int(index), **info)
+
+
+_WAIT_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def waited_on(found: list):
+    """Keep what a synchronous ``mlflow.projects.run`` waits on: its error
+    ("Run (ID ...) failed") leaves out how the step's process ended."""
+    import mlflow.projects as projects
+
+    with _WAIT_LOCK:
+        original = projects._wait_for
+
+        def wait_for(submitted_run):
+            found.append(submitted_run)
+            return original(submitted_run)
+
+        projects._wait_for = wait_for
+        try:
+            yield
+        finally:
+            projects._wait_for = original
 
 
 def read_json(path: Path) -> dict:

@@ -26,12 +26,15 @@ import shutil
 import threading
 from pathlib import Path
 
+import psutil
+
 from ..containers.arch import (INDEX_LABEL, STEP_LABEL, ContainerArchitecture, engine_environment,
                                record_containers)
 from ..events import read_events
 from .base import RunFailed, Unavailable
 from .kubeflow import run_in_thread
 from .pipeline_task import to_param
+from .subprocesses import task_failure
 
 LOCAL_ROLE = "arn:aws:iam::000000000000:role/mlpbench-local"  # local mode assumes no role
 _PATCH_LOCK = threading.Lock()
@@ -74,6 +77,7 @@ class SageMakerLocal(ContainerArchitecture):
         if fanouts:
             raise Unavailable(f"sagemaker-local: SageMaker local mode runs no ForEach steps, so the fan-out "
                               f"step(s) {fanouts} of workload {workload.name!r} cannot run")
+        super().check_workload(workload)  # restarts the engine if it died
 
     def pipeline(self, workload):
         if workload.name not in self._pipelines:
@@ -88,6 +92,7 @@ class SageMakerLocal(ContainerArchitecture):
         return self._pipelines[workload.name]
 
     def run(self, workload, run):
+        self.check_engine(run)
         pipeline = self.pipeline(workload)
         spec = {**run.spec.__dict__, "artifacts": "", "events": ""}  # set by each task in its container
         env = {"TRACEPARENT": run.spec.traceparent} if run.spec.traceparent else {}
@@ -101,17 +106,33 @@ class SageMakerLocal(ContainerArchitecture):
                 PipelineName=pipeline.name, PipelineParameters=params,
                 PipelineExecutionDisplayName=run.spec.run_id[:82])
 
+        ended = False
         try:
             with compose_patches(self, run), engine_environment(self.engine), default_region(self.region):
-                error = run_in_thread(execute, run, stop=lambda: self.remove_run_containers(run), log=log,
-                                      stopped="its containers")
+                error = run_in_thread(execute, run, stop=lambda: self.stop(run), log=log,
+                                      stopped="its containers", watch=self.engine_failure)
             record_containers(self.engine, run)
+            ended = True
         finally:
-            self.remove_run_containers(run)
+            if ended:
+                self.remove_run_containers(run)
+            else:  # the error in hand says more than a failed clean-up
+                self.try_remove_run_containers(run)
             self.collect(run)
         if error is not None:
             raise RunFailed(f"sagemaker-local: {type(error).__name__}: {error}") from error
         self.check_execution(outcome["execution"], run)
+
+    def stop(self, run) -> None:
+        """Stop a run's containers and, where the engine died under it, the
+        Compose processes of its jobs, which may keep waiting on it."""
+        self.try_remove_run_containers(run)
+        if self.engine is None or self.engine.failure():
+            marker = str(self.root / "containers")
+            for proc in psutil.Process().children(recursive=True):
+                with contextlib.suppress(psutil.Error):
+                    if any(marker in part for part in proc.cmdline()):
+                        proc.kill()
 
     def collect(self, run) -> None:
         """Ship the tasks' events into the run's sink and its files into the run's artifacts."""
@@ -134,9 +155,21 @@ class SageMakerLocal(ContainerArchitecture):
                                   sagemaker_end_ns=int(info.get("EndTime", 0) * 1e9) or None,
                                   sagemaker_status=info.get("StepStatus"))
         status = execution.describe()
+        # Compose (1.29, with Podman) can exit 0 although the job's container did not: the SDK then
+        # reports the step, and the execution, Succeeded. The containers' own exit codes decide.
+        failed = {key: info["exit_code"] for key, info in run.task_info.items() if info.get("exit_code")}
+        failed_events = {(e["step"], e.get("index")) for e in read_events(run.spec.events, run.spec.run_id)
+                         if e.get("outcome") == "failed"}
+        causes = [task_failure(run, step, index, code, "its container") for (step, index), code in failed.items()]
+        causes += [task_failure(run, step, index, None, "its container") for step, index in failed_events
+                   if (step, index) not in failed]
+        where = "".join(f"{cause}\n" for cause in causes)
         if status.get("PipelineExecutionStatus") != "Succeeded":
-            raise RunFailed(f"sagemaker-local: execution {status.get('PipelineExecutionArn')} ended "
+            raise RunFailed(f"sagemaker-local: {where}execution {status.get('PipelineExecutionArn')} ended "
                             f"{status.get('PipelineExecutionStatus')}: {status.get('FailureReason')}")
+        if causes:
+            raise RunFailed(f"sagemaker-local: {where}execution {status.get('PipelineExecutionArn')} was "
+                            "reported Succeeded, but the container of a step failed")
         if not read_events(run.spec.events, run.spec.run_id):
             raise RunFailed("sagemaker-local: the execution succeeded but no step wrote its events")
 
@@ -186,7 +219,9 @@ def compose_patches(arch: SageMakerLocal, run):
     cls = image._SageMakerContainer
     original_host = cls._create_docker_host
     original_prefix = vars(cls)["_get_compose_cmd_prefix"]  # the staticmethod itself
-    command = compose_command()
+    # in a session of its own: a Ctrl-C at the terminal reaches the test process, which removes the
+    # run's containers, and not Compose, whose graceful stop would race with that removal
+    command = (["setsid"] if shutil.which("setsid") else []) + compose_command()
 
     def create_docker_host(self, host, environment, optml_subdirs, command_name, volumes):
         config = original_host(self, host, environment, optml_subdirs, command_name, volumes)

@@ -3,11 +3,51 @@ architectures that isolate steps in processes. Fan-out tasks run concurrently.""
 from __future__ import annotations
 
 import json
+import signal
 import sys
 
+from ..events import read_events
 from ..task import write_json_atomic
 from ..workload import fanout_items, step_inputs
-from .base import Architecture, kill_group
+from .base import Architecture, RunFailed, kill_group
+
+
+def exit_reason(code: int | None) -> str:
+    """How a process ended, from its exit status as Popen (negative: the
+    signal) or a shell and a container engine (128 + the signal) report it."""
+    if code is None:
+        return "did not say how it ended"
+    if code < 0:
+        return f"was killed by {_signal_name(-code)}"
+    if 128 < code < 128 + 65 and _signal_name(code - 128, None):
+        return f"exited {code} (128 + {_signal_name(code - 128)}: killed by {_signal_name(code - 128)})"
+    return f"exited {code}"
+
+
+def step_error(run, step: str, index: int | None = None) -> str | None:
+    """The error a task's own step event reports, when it got that far."""
+    errors = [e.get("error") for e in read_events(run.spec.events, run.spec.run_id)
+              if e.get("step") == step and e.get("index") == index and e.get("outcome") == "failed"]
+    return errors[-1] if errors and errors[-1] else None
+
+
+def task_failure(run, step: str, index: int | None, code: int | None, what: str = "its process") -> str:
+    """``step 'NAME[i]': ERROR (its process exited 1)``, the error from the
+    step's own event; where the step had no say (a signal), ``step 'NAME':
+    its process was killed by SIGKILL``."""
+    task = step + ("" if index is None else f"[{index}]")
+    error = step_error(run, step, index)
+    ended = "" if code is None else f"{what} {exit_reason(code)}"
+    if error:
+        return f"step {task!r}: {error}" + (f" ({ended})" if ended else "")
+    return f"step {task!r}: {ended or 'failed'}"
+
+
+def _signal_name(number: int, default: str | None = "") -> str | None:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}" if default is not None else None
 
 
 class Subprocesses(Architecture):
@@ -31,11 +71,16 @@ class Subprocesses(Architecture):
                            "--step", step.name, "--inputs", str(inputs_file), "--outputs", str(out)]
                     if index is not None:
                         cmd += ["--index", str(index)]
-                    procs.append((run.start(cmd, log_name=f"{step.name}{suffix}"), out))
-                for proc, _ in procs:
-                    run.wait(proc)
+                    procs.append((run.start(cmd, log_name=f"{step.name}{suffix}"), out, index))
+                for proc, _, index in procs:
+                    try:
+                        run.wait(proc)
+                    except RunFailed as exc:
+                        if type(exc) is not RunFailed:  # a timeout says so itself
+                            raise
+                        raise RunFailed(f"{task_failure(run, step.name, index, proc.returncode)}; {exc}") from None
             finally:
-                for proc, _ in procs:
+                for proc, _, _ in procs:
                     kill_group(proc)
-            results = [json.loads(out.read_text()) for _, out in procs]
+            results = [json.loads(out.read_text()) for _, out, _ in procs]
             outputs[step.name] = results if step.foreach else results[0]

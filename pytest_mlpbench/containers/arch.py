@@ -10,7 +10,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from ..architectures.base import Architecture, RunFailed, Unavailable
-from .engine import DEFAULT_SOCKET, check_podman, open_engine, ping
+from .engine import DEFAULT_SOCKET, check_podman, kill_cgroup_tree, open_engine, ping
 from .image import default_cache, ensure_image, image_store
 
 STAMP = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d+))?(Z|[+-]\d\d:\d\d|)$")
@@ -20,10 +20,20 @@ INDEX_LABEL = "mlpbench.index"
 
 
 class ContainerArchitecture(Architecture):
-    """Opens the engine and the steps' image for the session; closes both."""
+    """Opens the engine and the steps' image for the session; closes both.
+
+    The engine is supervised: a run fails as soon as the engine's service
+    dies (:meth:`engine_failure`, polled while the run is under way), with
+    the service's name and how it ended, and its containers are removed.
+    Before the next benchmark (:meth:`check_workload`) a Podman service we
+    started is started again; where it cannot be, the architecture is
+    unavailable for the rest of the session, with the reason.
+    """
 
     engine = None
     image: str | None = None
+    #: Why the engine cannot be used any more this session (it died and did not restart).
+    unavailable: str | None = None
 
     def check(self):
         try:
@@ -62,6 +72,45 @@ class ContainerArchitecture(Architecture):
                 raise Unavailable(f"{self.name}: could not build the steps' image ({exc}); name one "
                                   "with --mlpbench-container-image") from exc
 
+    def check_workload(self, workload):
+        self.revive()
+
+    def revive(self) -> None:
+        """Start the engine's service again if it died since the last run:
+        :class:`Unavailable`, with the reason, if it cannot run containers."""
+        if self.unavailable:
+            raise Unavailable(self.unavailable)
+        if self.engine is None:
+            return
+        reason = self.engine.failure()
+        if reason is None:
+            return
+        if self.engine.kind != "podman":  # the user's Docker engine: theirs to restart
+            raise Unavailable(f"{self.name}: {reason}")
+        try:
+            self.engine.restart()
+        except Unavailable as exc:
+            self.unavailable = f"{self.name}: {reason}, and it did not restart: {exc}"
+            raise Unavailable(self.unavailable) from None
+
+    def engine_failure(self) -> str | None:
+        """A run's error when the engine died under it, else None (see :func:`run_in_thread`'s ``watch``)."""
+        if self.engine is None:
+            return f"{self.name}: the container engine is closed"
+        reason = self.engine.failure()
+        if reason is None:
+            return None
+        then = ("it is started again for the next benchmark" if self.engine.kind == "podman"
+                else "the benchmarks after this one are skipped until it answers again")
+        return f"{self.name}: {reason} during the run; {then}"
+
+    def check_engine(self, run) -> None:
+        """Fail at once a run that starts while the engine is down."""
+        reason = self.unavailable or (self.engine_failure() if self.engine is not None
+                                      else f"{self.name}: the container engine is closed")
+        if reason:
+            raise RunFailed(reason.replace(" during the run", " before the run"))
+
     def wants_torch(self) -> bool:
         choice = self.options.get("container_torch") or "auto"
         if choice == "auto":
@@ -92,7 +141,20 @@ class ContainerArchitecture(Architecture):
         return {**self.engine.labels, RUN_LABEL: run.spec.run_id, **{k: str(v) for k, v in extra.items()}}
 
     def remove_run_containers(self, run) -> None:
-        self.engine.remove_containers({"label": [f"{RUN_LABEL}={run.spec.run_id}"]})
+        """Remove the run's containers, and kill any process of theirs the engine lost track of."""
+        try:
+            self.engine.remove_containers({"label": [f"{RUN_LABEL}={run.spec.run_id}"]})
+        finally:
+            cgroup = self.engine.run_cgroup(run.spec.run_id)
+            if cgroup:
+                kill_cgroup_tree(cgroup)
+
+    def try_remove_run_containers(self, run) -> None:
+        """:meth:`remove_run_containers` where an error must not hide the run's own."""
+        try:
+            self.remove_run_containers(run)
+        except Exception:
+            pass
 
 
 @contextmanager

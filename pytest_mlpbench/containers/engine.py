@@ -12,18 +12,20 @@ always does), every run's containers go under a cgroup of their own,
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
 import uuid
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..architectures.base import Unavailable, kill_group, tail
-from ..cgroups import Cgroup
+from ..architectures.subprocesses import exit_reason
+from ..cgroups import Cgroup, cgroup_mounts
 
 DEFAULT_SOCKET = "unix:///var/run/docker.sock"
 SESSION_LABEL = "mlpbench.session"
@@ -31,6 +33,8 @@ CGROUP_TOP = "/mlpbench"
 PING_TIMEOUT_S = 5.0
 START_TIMEOUT_S = 30.0
 CLI_TIMEOUT_S = 60.0
+#: How often a Docker engine we did not start is asked whether it still answers, while a run is under way.
+DOCKER_CHECK_S = 2.0
 #: Podman 4.3 on a hybrid cgroup v1/v2 host: crun fails, and the default
 #: ulimits make runc's setrlimit fail with "Operation not permitted".
 CONTAINERS_CONF = """\
@@ -72,6 +76,55 @@ class Engine:
     session_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
     #: Why the containers' CPU and memory are not counted; None where they are.
     unaccounted: str | None = None
+    _checked: tuple[float, str | None] = (0.0, None)  # docker: (when, what) of the last ping
+
+    def failure(self) -> str | None:
+        """Why the engine can no longer run our containers (its service died,
+        and how), or None while it can. Cheap enough to ask every fraction of
+        a second: a poll of the Podman service we started; for a Docker
+        engine, a ping at most every ``DOCKER_CHECK_S``."""
+        if self.kind == "podman":
+            if self.service is None or (code := self.service.poll()) is None:
+                return None
+            return f"the Podman API service (pid {self.service.pid}) {exit_reason(code)}"
+        when, what = self._checked
+        if time.monotonic() - when >= DOCKER_CHECK_S:
+            error = ping(self.url)
+            what = None if error is None else f"the Docker engine at {self.url} stopped answering ({error})"
+            self._checked = (time.monotonic(), what)
+        return what
+
+    def start_service(self) -> None:
+        """Start ``podman system service`` on our socket and wait until it answers."""
+        log = self.dir / "service.log"
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.url[len("unix://"):])  # a killed service leaves its socket behind
+        with open(log, "ab") as out:
+            self.service = subprocess.Popen(
+                self.podman_cli("system", "service", "--time=0", self.url), env=self.podman_env(),
+                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while (error := ping(self.url)) is not None:
+            if self.service.poll() is not None or time.monotonic() > deadline:
+                raise Unavailable(f"the Podman API service did not answer at {self.url} ({error}):\n{tail(log, 10)}")
+            time.sleep(0.1)
+
+    def restart(self) -> None:
+        """Start the Podman service again after it died, on the same socket and
+        state (the images stay), once what the dead one left is gone: its
+        containers, their processes and mounts. :class:`Unavailable` if it
+        does not answer again."""
+        if self.kind != "podman" or self.service is None:
+            raise Unavailable(f"cannot restart a {self.kind} engine we did not start")
+        kill_group(self.service)
+        self.remove_containers()  # through the CLI: no service answers
+        if self.cgroup_root:  # no run is under way: whatever is still in our cgroups is left over
+            kill_cgroup_tree(self.cgroup_root)
+        try:
+            self.start_service()
+        except Unavailable:
+            kill_group(self.service)
+            raise
 
     @property
     def cgroup_root(self) -> str | None:
@@ -85,7 +138,7 @@ class Engine:
     def labels(self) -> dict[str, str]:
         return {SESSION_LABEL: self.session_id}
 
-    @contextmanager
+    @contextlib.contextmanager
     def client(self, timeout: float = 120.0):
         import docker
 
@@ -108,8 +161,11 @@ class Engine:
         return [self.service.pid] if self.service and self.service.poll() is None else []
 
     def remove_containers(self, filters: dict | None = None) -> int:
-        """Force-remove this session's containers (those matching ``filters`` too)."""
+        """Force-remove this session's containers (those matching ``filters`` too);
+        through the Podman CLI where the service we started is gone."""
         labels = [f"{k}={v}" for k, v in self.labels.items()] + (filters or {}).get("label", [])
+        if self.kind == "podman" and self.service is not None and self.service.poll() is not None:
+            return self._remove_containers_cli(labels)
         removed = 0
         with self.client(timeout=CLI_TIMEOUT_S) as client:
             for container in client.containers.list(all=True, filters={**(filters or {}), "label": labels}):
@@ -119,6 +175,17 @@ class Engine:
                 except Exception:  # already gone (podman answers 500 where Docker says 404)
                     pass
         return removed
+
+    def _remove_containers_cli(self, labels: list[str]) -> int:
+        """``podman rm --force`` (which stops them first) of the containers with all ``labels``."""
+        filters = [arg for label in labels for arg in ("--filter", f"label={label}")]
+        listed = subprocess.run(self.podman_cli("ps", "--all", "--quiet", *filters), env=self.podman_env(),
+                                capture_output=True, text=True, timeout=CLI_TIMEOUT_S)
+        ids = listed.stdout.split()
+        if ids:
+            subprocess.run(self.podman_cli("rm", "--force", "--time=0", *ids), env=self.podman_env(),
+                           capture_output=True, timeout=CLI_TIMEOUT_S)
+        return len(ids)
 
     def close(self) -> None:
         """Remove our containers and cgroups; stop a service we started and undo its mounts."""
@@ -140,11 +207,36 @@ class Engine:
 
     def remove_cgroups(self) -> None:
         if self.cgroup_root:
+            kill_cgroup_tree(self.cgroup_root)
             Cgroup(self.cgroup_root).remove()
             Cgroup(CGROUP_TOP).remove(tree=False)  # where no other session uses it
 
     def podman_cli(self, *args: str) -> list[str]:
         return ["podman", "--root", str(self.dir / "root"), "--runroot", str(self.short_dir / "run"), *args]
+
+
+def kill_cgroup_tree(path: str, wait_s: float = 5.0) -> list[int]:
+    """SIGKILL every process in cgroup ``path`` and below, in every hierarchy,
+    until none is left (at most ``wait_s``); return their pids. Removing a
+    container that is being stopped (Compose's own stop on Ctrl-C) can make
+    Podman 4.3 forget it while its processes and its conmon run on: they are
+    still in the cgroup we gave them."""
+    tops = [Path(point, path.strip("/")) for point in set(cgroup_mounts().values())]
+    killed: set[int] = set()
+    deadline = time.monotonic() + wait_s
+    while True:
+        pids = set()
+        for top in tops:
+            for directory, _, _ in os.walk(top):
+                with contextlib.suppress(OSError):
+                    pids |= {int(pid) for pid in Path(directory, "cgroup.procs").read_text().split()}
+        if not pids or time.monotonic() > deadline:
+            return sorted(killed)
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+                killed.add(pid)
+        time.sleep(0.1)
 
 
 def _quietly(fn) -> None:
@@ -228,17 +320,11 @@ def start_podman(state: Path, image_store: Path | None = None) -> Engine:
         image_store = None  # nothing published yet
     write_podman_config(state, short, image_store)
     engine = Engine("podman", f"unix://{short / 'podman.sock'}", dir=state, short_dir=short, image_store=image_store)
-    log = state / "service.log"
-    with open(log, "ab") as out:
-        engine.service = subprocess.Popen(
-            engine.podman_cli("system", "service", "--time=0", engine.url), env=engine.podman_env(),
-            stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while (error := ping(engine.url)) is not None:
-        if engine.service.poll() is not None or time.monotonic() > deadline:
-            engine.close()
-            raise Unavailable(f"the Podman API service did not answer at {engine.url} ({error}):\n{tail(log, 10)}")
-        time.sleep(0.1)
+    try:
+        engine.start_service()
+    except BaseException:
+        engine.close()
+        raise
     return engine
 
 

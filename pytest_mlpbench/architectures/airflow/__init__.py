@@ -3,7 +3,9 @@
 ``airflow-local``: a real api-server, scheduler and dag-processor with the
 LocalExecutor, started once per session (SQLite, or PostgreSQL with
 ``--mlpbench-airflow-db``); each workload becomes a TaskFlow DAG triggered
-through the REST API.
+through the REST API. A component that dies fails the run under way at once;
+Airflow is restarted before the next run, or the architecture becomes
+unavailable with the reason.
 
 ``airflow-kubernetes``: the same Airflow, with each step a
 KubernetesPodOperator task in the cluster of ``--mlpbench-airflow-kube-context``.
@@ -15,11 +17,11 @@ import importlib.util
 import os
 from pathlib import Path
 
-from ..base import Architecture, Unavailable, step_environment
+from ..base import Architecture, RunFailed, Unavailable, step_environment
 from .client import AirflowError
 from .dags import dag_id, local_dag
 from .driver import DagDriver
-from .server import AirflowServer, redact
+from .server import BROKEN_GRACE_S, AirflowServer, ComponentDied, redact
 
 __all__ = ["AirflowKubernetes", "AirflowLocal"]
 
@@ -27,11 +29,14 @@ __all__ = ["AirflowKubernetes", "AirflowLocal"]
 class AirflowLocal(Architecture):
     name = "airflow-local"
     needs_warmup = True  # the first task after start-up is seconds slower
+    dag_prefix = "mlpbench"
 
     def __init__(self, options=None):
         super().__init__(options)
         self.server: AirflowServer | None = None
         self.driver: DagDriver | None = None
+        self.unavailable: str | None = None  # why Airflow could not be restarted
+        self.abandoned: tuple[str, str] | None = None  # (dag id, run id) of the run a dead component ended
 
     def option(self, name: str, default=None):
         return self.options.get(name, default) if self.options is not None else default
@@ -58,16 +63,45 @@ class AirflowLocal(Architecture):
         except AirflowError as exc:
             self.close()
             raise RuntimeError(f"{self.name}: Airflow did not start: {exc}") from None
-        self.driver = DagDriver(self.server.client, self.server.dags_folder)
+        self.driver = DagDriver(self.server.client, self.server.dags_folder, self.server.check_alive)
 
     def dag_source(self, workload) -> str:
         return local_dag(workload)
 
+    def check_workload(self, workload) -> None:
+        # Called before a benchmark's runs and outside their timing: a restart here costs no run its time.
+        self.ensure_running()
+
     def run(self, workload, run) -> None:
-        ident = dag_id(workload)
+        self.ensure_running()
+        ident = dag_id(workload, self.dag_prefix)
         run.logs.extend(self.server.home / f"{c}.log" for c in self.server.COMPONENTS)
-        self.driver.ensure_dag(ident, self.dag_source(workload), run)
-        self.driver.run(ident, run)
+        try:
+            self.driver.ensure_dag(ident, self.dag_source(workload), run)
+            self.driver.run(ident, run)
+        except ComponentDied as death:
+            self.server.stop(BROKEN_GRACE_S)
+            self.abandoned = (ident, run.spec.run_id)
+            raise RunFailed(f"{self.name}: {death.summary} during the run; every Airflow process was stopped "
+                            f"and Airflow is restarted before the next run. {death.log}") from None
+
+    def ensure_running(self) -> None:
+        """Restart Airflow if a component died since the last run; :class:`Unavailable`
+        (for the rest of the session) if it does not come back."""
+        if self.unavailable:
+            raise Unavailable(self.unavailable)
+        death = self.server.death()
+        if death is None:
+            return
+        try:
+            self.server.restart()
+        except AirflowError as exc:
+            self.unavailable = f"{self.name}: Airflow did not restart after {death.summary}: {exc}"
+            raise Unavailable(self.unavailable) from None
+        if self.abandoned:
+            # The new scheduler would otherwise run the abandoned run's tasks again.
+            self.driver.fail_quietly(*self.abandoned)
+            self.abandoned = None
 
     def close(self) -> None:
         if self.server is not None:

@@ -32,7 +32,7 @@ class AirflowClient:
         return self.token
 
     def request(self, method: str, path: str, body: Any = None, *, auth: bool = True,
-                query: dict | None = None) -> Any:
+                query: dict | None = None, timeout_s: float | None = None) -> Any:
         url = self.url + path + (f"?{urllib.parse.urlencode(query, doseq=True)}" if query else "")
         headers = {"Accept": "application/json"}
         data = None
@@ -43,7 +43,7 @@ class AirflowClient:
             headers["Authorization"] = f"Bearer {self.token or self.login()}"
         req = urllib.request.Request(url, data=data, headers=headers, method=method)
         try:
-            with urllib.request.urlopen(req, timeout=self.timeout_s) as resp:
+            with urllib.request.urlopen(req, timeout=timeout_s or self.timeout_s) as resp:
                 text = resp.read().decode()
         except urllib.error.HTTPError as exc:
             detail = exc.read().decode(errors="replace")[:2000]
@@ -63,7 +63,8 @@ class AirflowClient:
             return self.request(method, "/api/v2" + path, body, query=query or None)
 
     def health(self) -> dict:
-        return self.request("GET", "/api/v2/monitor/health", auth=False)
+        # A probe, asked again when slow: a short timeout lets the caller check the processes in between.
+        return self.request("GET", "/api/v2/monitor/health", auth=False, timeout_s=10)
 
     def dag(self, dag_id: str) -> dict | None:
         try:
@@ -104,6 +105,8 @@ def _log_line(item: Any) -> str:
     if not isinstance(item, dict):
         return str(item)
     line = f"{item.get('timestamp', '')} {item.get('level', '')} {item.get('event', '')}".strip()
+    if item.get("signal_name"):  # a task process that was killed: which signal
+        line += f" ({item['signal_name']})"
     for error in item.get("error_detail") or []:
         frames = error.get("frames") or []
         where = " <- ".join(f"{f.get('filename')}:{f.get('lineno')}" for f in frames[-3:])

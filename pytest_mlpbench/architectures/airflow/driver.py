@@ -1,10 +1,12 @@
 """One workload run on a running Airflow, through its REST API: make sure the
-DAG is parsed, trigger it, wait for the DAG run, read the task instances."""
+DAG is parsed, trigger it, wait for the DAG run, read the task instances.
+Every wait calls ``check`` each time round, which raises if a component died."""
 from __future__ import annotations
 
 import dataclasses
 import time
 from pathlib import Path
+from typing import Callable
 
 from ..base import Run, RunFailed, RunTimeout
 from .client import AirflowClient, AirflowError, timestamp_ns
@@ -15,10 +17,11 @@ FAILED_TASK_STATES = ("failed", "upstream_failed")
 
 
 class DagDriver:
-    def __init__(self, client: AirflowClient, dags_folder: Path, poll_s: float = 0.1,
+    def __init__(self, client: AirflowClient, dags_folder: Path, check: Callable[[], None], poll_s: float = 0.1,
                  parse_timeout_s: float = 120.0):
         self.client = client
         self.dags_folder = Path(dags_folder)
+        self.check = check
         self.poll_s = poll_s
         self.parse_timeout_s = parse_timeout_s
         self._ready: set[str] = set()
@@ -35,6 +38,7 @@ class DagDriver:
         limit = _limit(run, self.parse_timeout_s)
         deadline = time.monotonic() + limit
         while time.monotonic() < deadline:
+            self.check()
             try:
                 if self._parsed(dag_id, path, written_ns):
                     self._ready.add(dag_id)
@@ -71,7 +75,7 @@ class DagDriver:
         try:
             dag_run = self._wait(dag_id, run)
         except BaseException:
-            self._fail_quietly(dag_id, run_id)
+            self.fail_quietly(dag_id, run_id)
             raise
         finally:
             self._record_tasks(dag_id, run)
@@ -81,6 +85,7 @@ class DagDriver:
 
     def _trigger(self, dag_id: str, run_id: str, conf: dict, run: Run) -> None:
         while True:
+            self.check()
             try:
                 self.client.trigger(dag_id, run_id, conf)
                 return
@@ -89,10 +94,12 @@ class DagDriver:
                     return
                 if exc.status is not None or run.remaining_s() == 0:
                     raise RunFailed(f"Airflow refused to trigger {dag_id}: {exc}") from None
+            time.sleep(self.poll_s)
 
     def _wait(self, dag_id: str, run: Run) -> dict:
         dag_run = {"state": "queued"}
         while True:
+            self.check()
             try:
                 dag_run = self.client.dag_run(dag_id, run.spec.run_id)
             except AirflowError as exc:
@@ -106,7 +113,7 @@ class DagDriver:
                                  f"DAG run {run.spec.run_id} was {dag_run['state']} and is marked failed")
             time.sleep(self.poll_s)
 
-    def _fail_quietly(self, dag_id: str, run_id: str) -> None:
+    def fail_quietly(self, dag_id: str, run_id: str) -> None:
         """Mark an abandoned DAG run failed so its tasks are stopped and the next run is not queued behind it."""
         try:
             self.client.set_dag_run_state(dag_id, run_id, "failed")

@@ -15,6 +15,7 @@ PROVIDER = "apache-airflow-providers-cncf-kubernetes"
 
 class AirflowKubernetes(AirflowLocal):
     name = "airflow-kubernetes"
+    dag_prefix = "mlpbench_k8s"
 
     def check(self) -> None:
         super().check()
@@ -41,12 +42,10 @@ class AirflowKubernetes(AirflowLocal):
                               image=self.option("airflow_kube_image"), volume=self.option("airflow_kube_volume"))
 
     def run(self, workload, run) -> None:
-        ident = dag_id(workload, "mlpbench_k8s")
-        self.driver.ensure_dag(ident, self.dag_source(workload), run)
         try:
-            self.driver.run(ident, run)
+            super().run(workload, run)
         finally:
-            self._ship_events(ident, workload, run)
+            self._ship_events(dag_id(workload, self.dag_prefix), workload, run)
 
     def _ship_events(self, ident: str, workload, run) -> None:
         """Pods cannot write the local event sink: their events come back in their XCom."""

@@ -1,6 +1,8 @@
 """A real Airflow 3 for one test session: api-server, scheduler and
 dag-processor with the LocalExecutor, in a temporary AIRFLOW_HOME, bound to
-127.0.0.1 on free ports, with authentication on."""
+127.0.0.1 on free ports, with authentication on. The components are
+supervised: :meth:`AirflowServer.check_alive` says which one died and how, and
+:meth:`AirflowServer.restart` starts all three again on the same home."""
 from __future__ import annotations
 
 import json
@@ -17,9 +19,16 @@ from typing import Mapping
 import psutil
 
 from ..base import tail
-from .client import AirflowClient, AirflowError
+from .client import AirflowClient, AirflowError, timestamp_ns
 
 USER = "mlpbench"
+
+#: SIGTERM grace for what is left of an Airflow whose component died: it is discarded, and
+#: a scheduler with a running task takes the whole 10 s of a normal stop to exit.
+BROKEN_GRACE_S = 2.0
+
+#: The health report's heartbeat of each component a run needs.
+HEARTBEATS = {"scheduler": "latest_scheduler_heartbeat", "dag_processor": "latest_dag_processor_heartbeat"}
 
 #: Settings an Airflow operator tunes for short pipelines; each is documented in docs/airflow.md.
 LATENCY_SETTINGS = {
@@ -59,6 +68,25 @@ def airflow_env(settings: Mapping[str, str]) -> dict[str, str]:
     return {f"AIRFLOW__{key.replace('.', '__').upper()}": str(value) for key, value in settings.items()}
 
 
+def exit_status(returncode: int) -> str:
+    """``exited with status 1``, ``killed by SIGKILL``."""
+    if returncode < 0:
+        try:
+            return f"killed by {signal.Signals(-returncode).name}"
+        except ValueError:
+            return f"killed by signal {-returncode}"
+    return f"exited with status {returncode}"
+
+
+class ComponentDied(AirflowError):
+    """An Airflow component exited while it should have been serving."""
+
+    def __init__(self, component: str, returncode: int, log_tail: str):
+        self.summary = f"the Airflow {component} died ({exit_status(returncode)})"
+        self.log = f"The end of {component}.log:\n{log_tail}"
+        super().__init__(f"{self.summary}. {self.log}")
+
+
 class AirflowServer:
     """Owns the Airflow processes of one session; :meth:`stop` may be called any number of times."""
 
@@ -73,6 +101,7 @@ class AirflowServer:
         self.start_timeout_s = start_timeout_s
         self.dags_folder = self.home / "dags"
         self.procs: dict[str, subprocess.Popen] = {}
+        self._died: ComponentDied | None = None
         self.port = 0
         self.password = ""
         self.client: AirflowClient | None = None
@@ -126,17 +155,34 @@ class AirflowServer:
         self.port = free_port()
         self.password = secrets.token_urlsafe(16)
         (self.home / "passwords.json").write_text(json.dumps({USER: self.password}))
+        self._migrate(self.env())
+        self.client = AirflowClient(self.url, USER, self.password)
+        self.launch()
+
+    def launch(self) -> None:
+        """Start the three components on the migrated database and wait until they are healthy;
+        if they do not, stop them. Port, password and secrets stay those of :meth:`start`, so the
+        client keeps working."""
         env = self.env()
-        self._migrate(env)
         commands = {
             "api-server": ["api-server", "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1"],
             "scheduler": ["scheduler", "--skip-serve-logs"],
             "dag-processor": ["dag-processor"],
         }
-        for name in self.COMPONENTS:
-            self.procs[name] = self._spawn(name, commands[name], env)
-        self.client = AirflowClient(self.url, USER, self.password)
-        self._wait_healthy()
+        self._died = None
+        launched_ns = time.time_ns()
+        try:
+            for name in self.COMPONENTS:
+                self.procs[name] = self._spawn(name, commands[name], env)
+            self._wait_healthy(launched_ns)
+        except BaseException:
+            self.stop(BROKEN_GRACE_S)
+            raise
+
+    def restart(self) -> None:
+        """Stop whatever is left of the components and their tasks, then launch all three again."""
+        self.stop(BROKEN_GRACE_S)
+        self.launch()
 
     def _spawn(self, name: str, args: list[str], env: dict) -> subprocess.Popen:
         with open(self.home / f"{name}.log", "ab") as log:
@@ -162,27 +208,36 @@ class AirflowServer:
             raise AirflowError(f"airflow db migrate against {redact(self.db_url)} "
                                f"{'timed out' if rc is None else f'exited {rc}'}:\n{tail(log)}")
 
-    def _wait_healthy(self) -> None:
-        """Health of the metadata database, scheduler and dag-processor as the api-server sees them."""
+    def _wait_healthy(self, since_ns: int) -> None:
+        """The metadata database healthy, and the scheduler and dag-processor healthy with a heartbeat
+        since ``since_ns``, as the api-server sees them: a killed component's job looks healthy for 30 s."""
         deadline = time.monotonic() + self.start_timeout_s
         health: dict = {}
         while time.monotonic() < deadline:
-            self._check_alive()
+            self.check_alive()
             try:
                 health = self.client.health()
             except AirflowError:
                 health = {}
-            parts = ("metadatabase", "scheduler", "dag_processor")
-            if health and all(health.get(p, {}).get("status") == "healthy" for p in parts):
+            if health and healthy(health, since_ns):
                 self.client.login()
                 return
             time.sleep(0.25)
         raise AirflowError(f"Airflow did not become healthy in {self.start_timeout_s:g}s: {health}\n{self.logs_tail()}")
 
-    def _check_alive(self) -> None:
-        for name, proc in self.procs.items():
-            if proc.poll() is not None:
-                raise AirflowError(f"airflow {name} exited {proc.returncode}:\n{tail(self.home / f'{name}.log')}")
+    def death(self) -> ComponentDied | None:
+        """The first component found dead since the last launch (remembered after :meth:`stop`), or None."""
+        if self._died is None:
+            for name, proc in self.procs.items():
+                if proc.poll() is not None:
+                    self._died = ComponentDied(name, proc.returncode, tail(self.home / f"{name}.log", 15))
+                    break
+        return self._died
+
+    def check_alive(self) -> None:
+        """Raise :class:`ComponentDied` if a component is dead (see :meth:`death`)."""
+        if self.death() is not None:
+            raise self._died
 
     def logs_tail(self, lines: int = 15) -> str:
         return "\n".join(f"--- {name}.log\n{tail(self.home / f'{name}.log', lines)}" for name in self.COMPONENTS)
@@ -197,14 +252,17 @@ class AirflowServer:
             stop_groups(procs, grace_s)
 
 
+def healthy(health: dict, since_ns: int) -> bool:
+    """The health report says the database is healthy and each component heartbeats since ``since_ns``."""
+    if health.get("metadatabase", {}).get("status") != "healthy":
+        return False
+    return all(health.get(part, {}).get("status") == "healthy"
+               and (timestamp_ns(health[part].get(key)) or 0) >= since_ns for part, key in HEARTBEATS.items())
+
+
 def stop_groups(procs: list[subprocess.Popen], grace_s: float = 10.0) -> None:
     """SIGTERM the process groups of ``procs``, SIGKILL what is left after ``grace_s``."""
-    tree = []
-    for proc in procs:
-        try:
-            tree += psutil.Process(proc.pid).children(recursive=True)
-        except psutil.Error:
-            pass
+    tree = descendants(procs)
     for proc in procs:
         _signal_group(proc.pid, signal.SIGTERM)
     for child in tree:  # task processes run in process groups of their own
@@ -224,6 +282,27 @@ def stop_groups(procs: list[subprocess.Popen], grace_s: float = 10.0) -> None:
         except psutil.Error:
             pass
     psutil.wait_procs(tree, timeout=5)
+
+
+def descendants(procs: list[subprocess.Popen]) -> list[psutil.Process]:
+    """Everything ``procs`` started: the live ones' descendants, and what a dead one left
+    behind. Each of ``procs`` leads a session (``start_new_session``) and Airflow changes
+    only process groups, so its processes stay in that session after they are re-parented."""
+    sessions = {proc.pid for proc in procs}
+    found = {}
+    for proc in psutil.process_iter():
+        try:
+            if proc.pid not in sessions and os.getsid(proc.pid) in sessions:
+                found[proc.pid] = proc
+        except OSError:
+            pass
+    for proc in procs:
+        if proc.poll() is None:
+            try:
+                found.update((child.pid, child) for child in psutil.Process(proc.pid).children(recursive=True))
+            except psutil.Error:
+                pass
+    return list(found.values())
 
 
 def _terminate(proc: psutil.Process) -> None:

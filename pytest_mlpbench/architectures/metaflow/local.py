@@ -6,12 +6,14 @@ from __future__ import annotations
 import contextlib
 import importlib.metadata
 import importlib.util
+import json
 import os
 import re
 import sys
 from pathlib import Path
 
 from ..base import Architecture, RunFailed, Unavailable
+from ..subprocesses import exit_reason
 from .client import collect
 from .flowgen import flow_class_name, flow_source, plan
 
@@ -87,6 +89,9 @@ class MetaflowLocal(Architecture):
             with contextlib.suppress(Exception):  # the error in hand matters more than missing timings
                 self._collect(workload, run, run_id_file)
             headline = failure_summary(run.logs[-1]) if run.logs else None
+            killed = self.killed_tasks(workload, run_id_file) if type(exc) is RunFailed else []
+            if killed:
+                headline = "; ".join(killed)
             where = f" failed in {headline}" if headline else ""
             raise type(exc)(f"Metaflow run of {flow_class_name(workload)}{where}: {exc}") from None
         try:
@@ -94,6 +99,26 @@ class MetaflowLocal(Architecture):
         except Exception as exc:
             raise RunFailed(f"Metaflow run of {flow_class_name(workload)} ended, but its client cannot read "
                             f"the tasks: {exc!r}") from exc
+
+    def killed_tasks(self, workload, run_id_file: Path) -> list[str]:
+        """``RUN/STEP/TASK: its process was killed by SIGKILL`` for every task
+        the runtime saw die of a signal: its log says only "Task failed.", but it
+        keeps each attempt's return code in the local datastore."""
+        if self.datastore != "local" or not run_id_file.exists():
+            return []
+        run_id = run_id_file.read_text().strip()
+        flow_dir = self.dir / "store" / ".metaflow" / flow_class_name(workload) / run_id
+        found = []
+        for path in sorted(flow_dir.glob("*/*/*.runtime")):
+            try:
+                code = json.loads(path.read_text()).get("return_code")
+            except (OSError, ValueError, AttributeError):
+                continue
+            if isinstance(code, int) and (code < 0 or code > 128):
+                task = path.parent
+                found.append(f"{run_id}/{task.parent.name}/{task.name}: step {task.parent.name!r}: "
+                             f"its process {exit_reason(code)}")
+        return found
 
     def _collect(self, workload, run, run_id_file: Path) -> None:
         if not run_id_file.exists():
