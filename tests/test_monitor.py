@@ -200,7 +200,9 @@ def test_sampled_pss_measures_a_long_held_allocation():
     usage = monitor.stop()
     assert usage.memory_method == "pss-sampled"
     assert usage.page_cache_bytes is None
-    assert 0.9 * 300 * MiB <= usage.peak_rss_bytes - before < 350 * MiB
+    # Above: this test process is in the tree too, and in a long session its own memory moved by up
+    # to 67 MiB between the two readings; counting the 300 MiB twice would still show.
+    assert 0.9 * 300 * MiB <= usage.peak_rss_bytes - before < 450 * MiB
 
 
 def test_page_cache_the_run_writes_is_reported_apart(tmp_path):
