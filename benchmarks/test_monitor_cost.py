@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from pytest_mlpbench.monitor import Monitor
+from pytest_mlpbench.measure.monitor import Monitor
 
 TREE = 20
 

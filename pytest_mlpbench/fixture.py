@@ -14,10 +14,10 @@ from contextlib import nullcontext
 
 import pytest
 
-from .architectures import RunFailed, Unavailable
-from .record import FIGURES, OPTIONAL_FIGURES, RunRecord
-from .report import medians
-from .session import BenchSession, LiveRun
+from pytest_mlpbench.architectures import RunFailed, Unavailable
+from pytest_mlpbench.measure.record import FIGURES, OPTIONAL_FIGURES, RunRecord
+from pytest_mlpbench.results.tables import medians
+from pytest_mlpbench.session import BenchSession, LiveRun
 
 XDIST_REASON = ("mlpbench does not run under pytest-xdist (-n) yet: pytest-benchmark disables itself there and the "
                 "workers' records would not be merged; run the benchmarks without -n")

@@ -6,15 +6,19 @@ from pathlib import Path
 
 import pytest
 
-from . import hooks
-from .architectures import Unavailable
-from .fixture import MlpBench
-from .gates_plugin import GatePlugin
-from .mlflow_results import MlflowResults
-from .options import Settings, add_options
-from .registry import Registry
-from .report import ResultsError, terminal_table
-from .session import BenchSession
+from pytest_mlpbench import hookspec
+from pytest_mlpbench.architectures import Unavailable
+from pytest_mlpbench.fixture import MlpBench
+from pytest_mlpbench.gates.options import OPTIONS as GATE_OPTIONS
+from pytest_mlpbench.gates.plugin import GatePlugin
+from pytest_mlpbench.model.workload import WorkloadError
+from pytest_mlpbench.options import CORE, OptionSet
+from pytest_mlpbench.registry import Registry
+from pytest_mlpbench.results.tables import terminal_table
+from pytest_mlpbench.results.writer import ResultsError
+from pytest_mlpbench.session import BenchSession
+from pytest_mlpbench.sinks.mlflow import MlflowResults
+from pytest_mlpbench.sinks.options import OPTIONS as SINK_OPTIONS
 
 MARKERS = {
     "training": "benchmarks of training workloads",
@@ -24,22 +28,42 @@ MARKERS = {
 
 
 def pytest_addhooks(pluginmanager):
-    pluginmanager.add_hookspecs(hooks)
+    pluginmanager.add_hookspecs(hookspec)
 
 
-def pytest_addoption(parser):
-    add_options(parser)
+def pytest_addoption(parser, pluginmanager):
+    """Every option is known before the command line is read: the core's, the
+    gates', the sinks', and those of each architecture and workload, built in,
+    from entry points, or registered by a plugin or an early conftest.py."""
+    try:
+        registry = everything(parser)
+    except WorkloadError as exc:
+        raise pytest.UsageError(str(exc)) from None
+    pluginmanager.register(registry, REGISTRY)
+    pluginmanager.hook.pytest_mlpbench_register.call_historic(kwargs={"registry": registry})
+
+
+REGISTRY = "mlpbench-registry"
+
+
+def everything(parser=None) -> Registry:
+    """The built-in and installed architectures and workloads, with every option
+    declared (on ``parser``, if given): the core's, the gates', the sinks' and theirs."""
+    options = OptionSet(parser)
+    options.add(CORE, "pytest-mlpbench")
+    options.add(GATE_OPTIONS, "the gates")
+    options.add(SINK_OPTIONS, "the sinks")
+    registry = Registry.builtin(options)
+    registry.add_entry_points()
+    return registry
 
 
 def pytest_configure(config):
     for name, text in MARKERS.items():
         config.addinivalue_line("markers", f"{name}: {text}")
-    settings = Settings.from_config(config)
+    registry = config.pluginmanager.get_plugin(REGISTRY)
+    settings = registry.options.settings(config)
     config.pluginmanager.register(GatePlugin(config, settings), "mlpbench-gates")
-    if settings.mlflow_uri:
-        config.pluginmanager.register(MlflowResults.checked(config, settings.mlflow_uri), "mlpbench-mlflow")
-    registry = Registry.builtin()
-    config.hook.pytest_mlpbench_register(registry=registry)
     unknown = [n for n in settings.arch or [] if n not in registry.architectures]
     if unknown:
         raise pytest.UsageError(
@@ -55,6 +79,8 @@ def pytest_configure(config):
     except ResultsError as exc:
         raise pytest.UsageError(f"--mlpbench-results: {exc}") from None
     config.stash[SESSION] = session
+    if settings.mlflow_uri:
+        config.pluginmanager.register(MlflowResults.checked(config, settings.mlflow_uri, session), "mlpbench-mlflow")
 
 
 SESSION = pytest.StashKey[BenchSession]()

@@ -10,16 +10,16 @@ import uuid
 from importlib import metadata
 from pathlib import Path
 
-from .architectures import Architecture, RunFailed, RunTimeout, Unavailable
-from .architectures.base import Run
-from .cgroups import Cgroup
-from .events import read_events
-from .monitor import Monitor
-from .options import AUTO_TIMEOUT_S, Settings
-from .record import RunRecord, build_record
-from .registry import Registry
-from .report import ResultsWriter
-from .workload import RunSpec, Workload, directory_bytes
+from pytest_mlpbench.architectures import Architecture, RunFailed, RunTimeout, Unavailable
+from pytest_mlpbench.architectures.base import Run
+from pytest_mlpbench.measure.cgroups import Cgroup
+from pytest_mlpbench.measure.monitor import Monitor
+from pytest_mlpbench.measure.record import RunRecord, build_record
+from pytest_mlpbench.model.workload import RunSpec, Workload, directory_bytes
+from pytest_mlpbench.options import AUTO_TIMEOUT_S, Settings
+from pytest_mlpbench.registry import Registry
+from pytest_mlpbench.results.writer import ResultsWriter
+from pytest_mlpbench.step.events import read_events
 
 
 VERSIONED = ["torch", "psutil", "pytest-benchmark", "metaflow", "apache-airflow", "kfp", "sagemaker", "mlflow", "dvc"]
@@ -39,7 +39,7 @@ class BenchSession:
         self._session_dir: Path | None = None
         self.telemetry = None
         if settings.otel != "none" or settings.otel_file:
-            from .telemetry import Telemetry  # OpenTelemetry is imported only when asked for
+            from pytest_mlpbench.sinks.telemetry import Telemetry  # OpenTelemetry is imported only when asked for
 
             self.telemetry = Telemetry.from_settings(settings)
 
@@ -184,18 +184,9 @@ class BenchSession:
             self._session_dir = None
 
 
-#: Options that set a workload's scale parameter: option -> (workload, parameter).
-OPTION_PARAMS = {
-    "caption_model": ("captioning", "model"),
-    "caption_images": ("captioning", "images"),
-    "caption_shards": ("captioning", "shards"),
-}
-
-
 def option_params(settings: Settings, workload: Workload) -> dict:
-    """The scale parameters of ``workload`` that options set; unset ones keep the scale's value."""
-    return {param: settings.get(option) for option, (name, param) in OPTION_PARAMS.items()
-            if name == workload.name and settings.get(option) is not None}
+    """The scale parameters of ``workload`` that its options set; unset ones keep the scale's value."""
+    return {opt.param: settings.get(opt.name) for opt in workload.options if settings.get(opt.name) is not None}
 
 
 class LiveRun:

@@ -13,8 +13,8 @@ import sys
 
 from pytest_mlpbench import Architecture, Step, Workload
 from pytest_mlpbench.architectures.inprocess import InProcess
-from pytest_mlpbench.events import execute_step
-from pytest_mlpbench.workload import step_inputs
+from pytest_mlpbench.model.workload import step_inputs
+from pytest_mlpbench.step.events import execute_step
 
 SCALES = {"smoke": {"sleep_s": 0.05}, "small": {"sleep_s": 0.1}, "full": {"sleep_s": 0.2}}
 

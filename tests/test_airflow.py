@@ -23,30 +23,26 @@ import pytest
 
 from conftest import default_sigint
 from fakes import FAILING, FANOUT, LINEAR, SLOW
-from pytest_mlpbench.architectures import BUILTIN, RunTimeout, Unavailable
+from pytest_mlpbench.architectures import RunTimeout, Unavailable
 from pytest_mlpbench.architectures.airflow.client import AirflowError, timestamp_ns
-from pytest_mlpbench.architectures.airflow.dags import dag_id, fanout_feeds, kubernetes_dag, local_dag
-from pytest_mlpbench.architectures.airflow.podtask import pod_spec, upstream_outputs
+from pytest_mlpbench.architectures.airflow.dags import dag_id, kubernetes_dag, local_dag
 from pytest_mlpbench.architectures.airflow.server import parse_settings, redact
 from pytest_mlpbench.architectures.base import Run
-from pytest_mlpbench.options import OPTIONS, Settings
-from pytest_mlpbench.registry import Registry
+from pytest_mlpbench.model.dag import fanout_feeds
+from pytest_mlpbench.model.workload import RunSpec, Step, Workload, WorkloadError
+from pytest_mlpbench.plugin import everything
 from pytest_mlpbench.session import BenchSession
-from pytest_mlpbench.workload import RunSpec, Step, Workload, WorkloadError
 
 TESTS = Path(__file__).parent
 HAS_PROVIDER = importlib.util.find_spec("airflow.providers.cncf.kubernetes") is not None
 
 
 def make_session(tmp: Path, **values) -> BenchSession:
-    registry = Registry()
-    for entry in BUILTIN:
-        if entry.name.startswith("airflow"):
-            registry.architectures[entry.name] = entry
+    registry = everything()
+    registry.architectures = {name: e for name, e in registry.architectures.items() if name.startswith("airflow")}
     for workload in (LINEAR, FANOUT, FAILING, SLOW):
         registry.add_workload(workload)
-    settings = Settings({**{o.name: o.default for o in OPTIONS}, "scale": "smoke", **values})
-    return BenchSession(settings, registry, tmp / "results")
+    return BenchSession(registry.options.defaults(scale="smoke", **values), registry, tmp / "results")
 
 
 def airflow_tree(root: psutil.Process) -> list[psutil.Process]:
@@ -92,7 +88,7 @@ def test_nested_fanout_is_refused_with_the_reason():
     nested = Workload("nested", "x:Y", (Step("a", "m:f"), Step("b", "m:f", needs=("a",), foreach="xs"),
                                           Step("c", "m:f", needs=("b",), foreach="ys")), LINEAR.scales)
     with pytest.raises(WorkloadError, match="map one level deep"):
-        fanout_feeds(nested)
+        fanout_feeds(nested, "Airflow")
 
 
 def test_settings_and_urls_are_parsed_and_redacted():
@@ -149,12 +145,25 @@ def test_kubernetes_dag_parses_into_pod_operators(tmp_path):
     assert fanout["gather"][2] == ["shard"]
 
 
-def test_pod_results_become_step_outputs():
-    results = {"begin": {"outputs": {"a": 1}, "events": []}, "shard": [{"outputs": {"s": 1}}, {"outputs": {"s": 4}}]}
-    assert upstream_outputs(results) == {"begin": {"a": 1}, "shard": [{"s": 1}, {"s": 4}]}
-    spec = RunSpec(workload="fakes:LINEAR", scale="smoke", run_id="r1", artifacts="/tmp/x", events="/tmp/e")
-    moved = pod_spec({"spec": spec.__dict__}, Path("/vol"))
-    assert moved.artifacts == "/vol/r1/artifacts" and moved.run_id == "r1"
+def test_a_pod_runs_the_step_entry_point_with_its_templated_arguments(tmp_path):
+    """What a pod of airflow-kubernetes runs, for real: upstream outputs as
+    JSON, artifacts on the volume, outputs and events back in the XCom file."""
+    spec = RunSpec(workload="fakes:FANOUT", scale="smoke", run_id="r1", artifacts="/elsewhere", events="/elsewhere",
+                   params={"sleep_s": 0.0})
+    xcom = tmp_path / "return.json"
+    upstream = {"begin": {"begun": str(tmp_path / "vol" / "begin.json"), "shards": [1, 2, 3]}}
+    cmd = [sys.executable, "-m", "pytest_mlpbench.step", "--step", "shard", "--index", "2",
+           "--spec", json.dumps(spec.__dict__), "--artifacts", str(tmp_path / "vol"),
+           "--upstream-json", json.dumps(upstream), "--events", str(tmp_path / "events.jsonl"),
+           "--outputs", str(xcom), "--with-events"]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")])}
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(xcom.read_text())
+    assert result["outputs"] == {"square": 9, "index": 2}
+    assert [(e["step"], e["index"], e["outcome"]) for e in result["events"]] == [("shard", 2, "passed")]
+    assert "mlpbench event:" in done.stdout  # kept in the pod's log
+    assert (tmp_path / "vol").is_dir()
 
 
 # -- one real Airflow (SQLite) for the tests below -----------------------------------------------

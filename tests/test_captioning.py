@@ -9,8 +9,8 @@ import torch
 from pytest_mlpbench.architectures import RunFailed
 from pytest_mlpbench.architectures.base import Run
 from pytest_mlpbench.architectures.inprocess import InProcess
-from pytest_mlpbench.events import read_events
-from pytest_mlpbench.workload import RunSpec
+from pytest_mlpbench.model.workload import RunSpec
+from pytest_mlpbench.step.events import read_events
 from workloads.captioning import WORKLOAD, scenes, train
 from workloads.captioning.bleu import corpus_bleu
 from workloads.captioning.steps import shard_ranges

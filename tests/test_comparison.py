@@ -5,7 +5,7 @@ import sys
 import pytest
 from conftest import bench_source
 
-from pytest_mlpbench import comparison
+from pytest_mlpbench.results import report as comparison
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -88,7 +88,7 @@ def test_report_without_matplotlib(bench, tmp_path):
     code = (  # a fresh interpreter: matplotlib may already be imported in this one
         "import sys, pathlib\n"
         "sys.modules['matplotlib'] = None\n"
-        "from pytest_mlpbench import comparison\n"
+        "from pytest_mlpbench.results import report as comparison\n"
         f"comparison.write_report(comparison.load(pathlib.Path({str(runs)!r})), pathlib.Path({str(tmp_path)!r}))\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -5,19 +5,22 @@ can run, both are skipped with the reason."""
 import json
 import os
 import shutil
+import sys
 import time
+from pathlib import Path
 
 import psutil
 import pytest
-from conftest import bench_source
+from conftest import REGISTER, TESTS, bench_source
 
 from pytest_mlpbench.architectures import Unavailable
-from pytest_mlpbench.architectures.kubeflow_docker import ContainerStarter, KubeflowDocker
-from pytest_mlpbench.architectures.sagemaker_local import SageMakerLocal, task_labels
-from pytest_mlpbench.cgroups import Cgroup, cgroup_mounts
-from pytest_mlpbench.containers.arch import container_times, timestamp_ns
-from pytest_mlpbench.containers.engine import docker_unaccounted, mount_points, start_podman
-from pytest_mlpbench.containers.image import default_cache
+from pytest_mlpbench.architectures.containers.arch import container_times, timestamp_ns
+from pytest_mlpbench.architectures.containers.engine import docker_unaccounted, mount_points, start_podman
+from pytest_mlpbench.architectures.containers.image import code_tag, default_cache, package_files, workload_sources
+from pytest_mlpbench.architectures.kubeflow.docker import ContainerStarter, KubeflowDocker
+from pytest_mlpbench.architectures.sagemaker.local import SageMakerLocal, task_labels
+from pytest_mlpbench.measure.cgroups import Cgroup, cgroup_mounts
+from pytest_mlpbench.model.workload import SCALES, Step, Workload
 
 ARCHS = "--mlpbench-arch=kubeflow-docker,sagemaker-local"
 ENGINE_OPTIONS = ("--mlpbench-container-torch=no", f"--mlpbench-image-cache={default_cache()}", "-rs")
@@ -105,6 +108,108 @@ def check_linear_runs(runs: dict) -> None:
             assert 0 < step["launch_delay_s"] < 60  # container start -> step code start
         assert run["overhead_s"] > sum(s["container_startup_s"] for s in run["steps"])
     assert all(s["queue_delay_s"] > 0 for s in runs["sagemaker-local"]["steps"])  # step start -> container start
+
+
+#: A workload of a package that is not part of this project, nor on the test session's
+#: PYTHONPATH: its conftest puts it on sys.path and registers it. The step says where its
+#: module was imported from, and reads a data file of its package.
+OUTSIDE_PACKAGE = """
+import json
+from pathlib import Path
+
+from pytest_mlpbench import Step, Workload
+
+
+def answer(ctx):
+    ctx.metric("from_image", float(__file__.startswith("/opt/mlpbench/outside_work/")))
+    ctx.metric("answer", json.loads((Path(__file__).parent / "answer.json").read_text())["answer"])
+    return {}
+
+
+WORKLOAD = Workload(name="outside", ref="outside_work:WORKLOAD", steps=(Step("answer", answer),),
+                    scales={scale: {} for scale in ("smoke", "small", "full")})
+"""
+
+
+@needs_engine
+def test_a_workload_from_outside_the_project_runs_in_its_containers(bench, tmp_path_factory):
+    """The workload's package is copied into the steps' image; the step in the
+    container imports it from there (the host's paths are not in the container).
+    kubeflow-docker alone: its pipelines name the image before any workload is
+    known (sagemaker-local gets the fakes' code the same way in the test above)."""
+    elsewhere = tmp_path_factory.mktemp("elsewhere")
+    (elsewhere / "outside_work").mkdir()
+    (elsewhere / "outside_work" / "__init__.py").write_text(OUTSIDE_PACKAGE)
+    (elsewhere / "outside_work" / "answer.json").write_text('{"answer": 42}')
+    bench.pytester.makeconftest(REGISTER + f"""
+
+import sys
+
+sys.path.insert(0, {str(elsewhere)!r})
+from outside_work import WORKLOAD as OUTSIDE
+
+_register_fakes = pytest_mlpbench_register
+
+
+def pytest_mlpbench_register(registry):
+    _register_fakes(registry)
+    registry.add_workload(OUTSIDE)
+""")
+    bench.tests("def test_outside(mlpbench):\n    mlpbench.run('outside')\n")
+    result = bench.run("--mlpbench-arch=kubeflow-docker", "--mlpbench-rounds=1", "--mlpbench-scale=smoke",
+                       "--mlpbench-timeout=300", *ENGINE_OPTIONS)
+    result.assert_outcomes(passed=1)
+    [run] = bench.runs()
+    assert run["outcome"] == "passed", run.get("error")
+    assert run["metrics"] == {"from_image": 1.0, "answer": 42.0}
+    assert [s["host"] for s in run["steps"]] == [s["container_id"] for s in run["steps"]]
+
+
+def test_the_image_holds_the_installed_package_and_the_workloads_code(tmp_path, monkeypatch):
+    """Layer 3 is the pytest_mlpbench package as imported here; layer 4 the top-level
+    package (or module) of each workload's ref and steps, wherever it lives, and
+    nothing of the standard library or of pytest-mlpbench again."""
+    import pytest_mlpbench
+
+    own = package_files()
+    assert own["pytest_mlpbench/step/__init__.py"] == Path(pytest_mlpbench.__file__).parent / "step" / "__init__.py"
+    assert all(dest.startswith("pytest_mlpbench/") and "__pycache__" not in dest for dest in own)
+    assert not [p for p in own.values() if p.is_relative_to(TESTS)]
+
+    (tmp_path / "outside_pkg" / "sub").mkdir(parents=True)
+    (tmp_path / "outside_pkg" / "__init__.py").write_text("from pytest_mlpbench import Step, Workload\n")
+    (tmp_path / "outside_pkg" / "sub" / "__init__.py").write_text("")
+    (tmp_path / "outside_pkg" / "sub" / "steps.py").write_text("def one(ctx):\n    return {}\n")
+    (tmp_path / "outside_pkg" / "weights.bin").write_bytes(b"\0\1")
+    (tmp_path / "space" / "leaf").mkdir(parents=True)  # a namespace package: only the part used is taken
+    (tmp_path / "space" / "leaf" / "__init__.py").write_text("def two(ctx):\n    return {}\n")
+    (tmp_path / "space" / "unrelated.py").write_text("")
+    (tmp_path / "lonely.py").write_text("def three(ctx):\n    return {}\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    for name in ("outside_pkg", "space", "lonely"):
+        monkeypatch.delitem(sys.modules, name, raising=False)
+    import lonely
+
+    workload = Workload(name="outside", ref="outside_pkg:WORKLOAD", scales={s: {} for s in SCALES}, steps=(
+        Step("one", "outside_pkg.sub.steps:one"), Step("two", "space.leaf:two"), Step("three", lonely.three),
+        Step("json", "json:dumps"), Step("own", "pytest_mlpbench.model.workload:load_workload")))
+    files = workload_sources([workload])
+    assert files == {"outside_pkg/__init__.py": tmp_path / "outside_pkg" / "__init__.py",
+                     "outside_pkg/sub/__init__.py": tmp_path / "outside_pkg" / "sub" / "__init__.py",
+                     "outside_pkg/sub/steps.py": tmp_path / "outside_pkg" / "sub" / "steps.py",
+                     "outside_pkg/weights.bin": tmp_path / "outside_pkg" / "weights.bin",
+                     "space/leaf/__init__.py": tmp_path / "space" / "leaf" / "__init__.py",
+                     "lonely.py": tmp_path / "lonely.py"}
+
+    from fakes import FANOUT, LINEAR  # the plugin's own test workloads are just another module
+
+    assert workload_sources([LINEAR, FANOUT]) == {"fakes.py": TESTS / "fakes.py"}
+    # the layer's tag covers every file it copies: a changed workload is a new image
+    tag = code_tag("localhost/mlpbench-workloads", "localhost/mlpbench-steps:0", files)
+    assert tag == code_tag("localhost/mlpbench-workloads", "localhost/mlpbench-steps:0", workload_sources([workload]))
+    (tmp_path / "outside_pkg" / "weights.bin").write_bytes(b"\0\2")
+    assert tag != code_tag("localhost/mlpbench-workloads", "localhost/mlpbench-steps:0", files)
+    assert tag != code_tag("localhost/mlpbench-workloads", "localhost/mlpbench-steps:1", files)
 
 
 @needs_engine

@@ -41,8 +41,8 @@ import pytest
 from conftest import FAULTS_REGISTER, TESTS, default_sigint
 
 from pytest_mlpbench.architectures import RunFailed, Unavailable
-from pytest_mlpbench.containers.arch import ContainerArchitecture
-from pytest_mlpbench.containers.image import default_cache
+from pytest_mlpbench.architectures.containers.arch import ContainerArchitecture
+from pytest_mlpbench.architectures.containers.image import default_cache
 
 LOCAL = ["inprocess", "subprocess", "metaflow-local", "airflow-local", "kubeflow-local", "dvc", "mlflow"]
 CONTAINERS = ["kubeflow-docker", "sagemaker-local"]
@@ -400,7 +400,7 @@ def container_faults(note: dict, child: Child) -> None:
         child.inject(note, f"SIGKILL to the Podman service {services[0].pid}", services[0].pid)
     elif note["step"] == "self_kill" and note["pid"] == 1:
         time.sleep(0.5)  # past its own, ignored, SIGKILL
-        steps = [p for p in child.scan() if note["run_id"] in p.cmd and "sagemaker_task" in p.cmd.split(" ", 3)[2]]
+        steps = [p for p in child.scan() if note["run_id"] in p.cmd and "pytest_mlpbench.step" in p.cmd.split(" ", 3)[2]]
         if len(steps) != 1:
             child.problems.append(f"{note['run_id']}: expected one step process, found {steps}")
             return
@@ -441,10 +441,11 @@ def test_a_killed_engine_fails_the_run_at_once_and_restarts_for_the_next(contain
     assert container_session.injected[record["run_id"]][2].startswith("SIGKILL to the Podman service")
     after = container_session.runs()[(arch, "linear")]
     assert after["outcome"] == "passed", after["error"]  # the next benchmark, on a new service
-    killed_ns, _, what = container_session.injected[record["run_id"]]
+    what = container_session.injected[record["run_id"]][2]
     killed = container_session.services[int(what.rsplit(" ", 1)[1])]
+    # psutil's start times are whole seconds of boot time off: compare with the killed service's, not the clock
     restarted = [p for p in container_session.services.values()
-                 if p.created * 1e9 > killed_ns and SOCKET.findall(p.cmd) == SOCKET.findall(killed.cmd)]
+                 if p.created > killed.created and SOCKET.findall(p.cmd) == SOCKET.findall(killed.cmd)]
     assert restarted, f"no new Podman service on the same socket: {container_session.services}"
 
 

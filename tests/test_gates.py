@@ -5,13 +5,18 @@ import os
 import re
 import subprocess
 import sys
+import types
 from pathlib import Path
 
 import numpy as np
 import pytest
 import scipy.stats  # noqa: F401  loaded once here: an inline pytester run would import it again, which numpy refuses
 
-from pytest_mlpbench.gates import GateError, History, decide, differences, identity, load_run, parse_gate
+from pytest_mlpbench.gates.history import History
+from pytest_mlpbench.gates.identity import differences, identity
+from pytest_mlpbench.gates.spec import GateError, parse_gate
+from pytest_mlpbench.gates.storage import Store, load_run
+from pytest_mlpbench.gates.verdict import decide
 
 TESTS = Path(__file__).parent
 
@@ -263,6 +268,168 @@ def test_corrupt_or_foreign_files_are_named(tmp_path, content, message):
         load_run(bad)
 
 
+# -- saved runs through pytest-benchmark's storage API -------------------------------
+
+
+def test_file_storage_is_listed_and_read_through_pytest_benchmark(tmp_path, monkeypatch):
+    from pytest_benchmark.storage.file import FileStorage
+
+    read = []
+    load = FileStorage.load
+
+    def spy(self, *globs_or_files):
+        for key, data in load(self, *globs_or_files):
+            read.append(Path(key).name)
+            yield key, data
+
+    monkeypatch.setattr(FileStorage, "load", spy)
+    machine = tmp_path / "storage" / "Linux-CPython-3.11-64bit"
+    (machine.parent / "Linux-CPython-3.12-64bit").mkdir(parents=True)
+    machine.mkdir()
+    one = saved(machine, 1, [1.0], "main")
+    data = json.loads(one.read_text())
+    data["benchmarks"][0]["stats"] = {"mean": 1.0}  # as pytest-benchmark saves it
+    one.write_text(json.dumps(data))
+    saved(machine, 2, [2.0])  # no stats: pytest-benchmark skips it, the gates take it as they always did
+    saved(machine.parent / "Linux-CPython-3.12-64bit", 3, [3.0])  # another machine's
+    saved(machine.parent, 4, [4.0])  # at the top of the storage: no machine's
+    history = History.load(machine, history=5)
+    assert [r.label for r in history.runs] == ["0001_main", "0002_unversioned"] and history.where == machine
+    assert read == ["0001_main.json"]
+    assert [r["wall_s"] for r in history.baseline("t.py::t[a]", like()).rounds] == [1.0, 2.0]
+
+
+def test_compare_on_a_missing_storage_says_so_and_creates_nothing(tmp_path, capsys):
+    from pytest_mlpbench.gates.compare import main
+
+    assert main(["--storage", f"file://{tmp_path / 'none'}", "--machine", "m"]) == 2
+    assert f"error: no saved runs in {tmp_path / 'none' / 'm'} (machine directories in {tmp_path / 'none'}: none)" \
+        in capsys.readouterr().err
+    assert not (tmp_path / "none").exists()
+
+
+class KeyedStorage:
+    """A storage without files whose ``load(prefix)`` returns whole runs, keyed, oldest first."""
+
+    def __init__(self, runs):
+        self.runs, self.prefixes = runs, []
+
+    def __str__(self):
+        return "['http://user:secret@es:9200']"
+
+    def load(self, prefix=None):
+        self.prefixes.append(prefix)
+        yield from self.runs
+
+
+def keyed(key, values, **params):
+    rounds = [{"run_id": f"r{i}", "outcome": "passed", "wall_s": v} for i, v in enumerate(values)]
+    info = {"workload": "w", "scale": "smoke", "rounds": rounds, "params": {**PARAMS, **params}}
+    return key, {"machine_info": MACHINE, "benchmarks": [{"fullname": "t.py::t[a]", "extra_info": {"mlpbench": info}}]}
+
+
+def test_runs_of_a_storage_without_files_are_selected_by_place_or_key_and_matched_alike():
+    storage = KeyedStorage([keyed("c1_2024-01-01", [1.0]), keyed("c2_2024-01-02", [2.0], images=48),
+                            keyed("c3_2024-01-03", [3.0])])
+    history = History.load(Store(storage, "Linux-CPython-3.11-64bit"), history=3)
+    assert storage.prefixes == ["Linux-CPython-3.11-64bit_"]
+    assert history.where == "['http://***:***@es:9200'] (machine Linux-CPython-3.11-64bit)"
+    found = history.baseline("t.py::t[a]", like())
+    assert [r["wall_s"] for r in found.rounds] == [1.0, 3.0]
+    assert history.remark(found) == "left out: c2_2024-01-02 differs in images (saved 48, now 24)"
+    assert [r.label for r in History.load(Store(storage, "m"), "2").runs] == ["c1_2024-01-01", "c2_2024-01-02"]
+    assert History.load(Store(storage, "m"), "c1").runs[-1].number == 1
+    with pytest.raises(GateError, match="run 'c9' matches no saved run"):
+        History.load(Store(storage, "m"), "c9")
+
+
+ES_URI = "elasticsearch+http://user:secret@es.example:9200/idx/doc?project_name=proj"
+
+
+class FakeElasticsearch:
+    """The elasticsearch client under pytest-benchmark's own ElasticsearchStorage."""
+
+    down = False
+    hits: list = []
+    searches: list = []
+
+    def __init__(self, hosts, serializer=None):
+        self.hosts = hosts
+        self.indices = types.SimpleNamespace(create=self.create)
+
+    def create(self, **kwargs):
+        if self.down:
+            raise ConnectionError("[Errno 111] Connection refused")
+
+    def search(self, index, doc_type, body):
+        self.searches.append((self.hosts, index, doc_type, body))
+        return {"hits": {"hits": [{"_source": hit} for hit in self.hits]}}
+
+
+@pytest.fixture
+def elasticsearch(monkeypatch):
+    client = type("Elasticsearch", (FakeElasticsearch,), {"hits": [], "searches": []})
+    module, serializer = types.ModuleType("elasticsearch"), types.ModuleType("elasticsearch.serializer")
+    serializer.JSONSerializer = type("JSONSerializer", (), {})
+    module.Elasticsearch, module.serializer = client, serializer
+    monkeypatch.setitem(sys.modules, "elasticsearch", module)
+    monkeypatch.setitem(sys.modules, "elasticsearch.serializer", serializer)
+    monkeypatch.delitem(sys.modules, "pytest_benchmark.storage.elasticsearch", raising=False)
+    yield client
+    sys.modules.pop("pytest_benchmark.storage.elasticsearch", None)  # bound to the fake client
+
+
+def es_hit(day: int, machine="Linux-CPython-3.11-64bit"):
+    """One benchmark as pytest-benchmark saves it to elasticsearch, extra_info included."""
+    info = {"workload": "w", "scale": "smoke", "params": PARAMS, "rounds": [{"outcome": "passed", "wall_s": 1.0}]}
+    return {"group": None, "name": "t[a]", "fullname": "t.py::t[a]", "params": None, "param": None, "options": {},
+            "stats": {"mean": 1.0}, "extra_info": {"mlpbench": info}, "benchmark_id": f"{machine}_run{day}",
+            "machine_info": MACHINE, "commit_info": {"id": f"c{day}", "project": "proj"},
+            "datetime": f"2024-01-0{day}T00:00:00.000000", "version": "5.2.3"}
+
+
+def test_an_elasticsearch_uri_goes_to_pytest_benchmarks_storage(elasticsearch):
+    store = Store.open(ES_URI, "Linux-CPython-3.11-64bit")
+    assert type(store.storage).__name__ == "ElasticsearchStorage"
+    assert store.entries() == [] and "no saved runs in ['http://***:***@es.example:9200']" in store.nothing_saved()
+    hosts, index, doctype, body = elasticsearch.searches[-1]
+    assert (hosts, index, doctype) == (["http://user:secret@es.example:9200"], "idx", "doc")
+    assert body["query"]["bool"] == {"filter": {"term": {"commit_info.project": "proj"}},
+                                     "must": {"prefix": {"_id": "Linux-CPython-3.11-64bit_"}}}
+    elasticsearch.hits = [es_hit(2), es_hit(1)]
+    with pytest.raises(GateError) as error:  # pytest-benchmark 5 drops extra_info when it loads from elasticsearch
+        store.entries()
+    assert "ElasticsearchStorage returns the saved benchmarks without their extra_info" in str(error.value)
+    assert "secret" not in str(error.value)
+
+
+def test_an_elasticsearch_storage_that_cannot_be_reached_or_used_is_a_clear_error(elasticsearch, monkeypatch):
+    elasticsearch.down = True
+    with pytest.raises(GateError, match=r"storage 'elasticsearch\+http://\*\*\*:\*\*\*@es.example:9200/idx/doc"
+                                        r"\?project_name=proj' cannot be reached: ConnectionError: .*refused"):
+        Store.open(ES_URI, "m")
+    elasticsearch.down = False
+    store = Store.open(ES_URI, "m")
+    monkeypatch.setattr(store.storage, "_search", lambda *args: (_ for _ in ()).throw(TimeoutError("timed out")))
+    with pytest.raises(GateError, match=r"cannot read the saved runs from \['http://\*\*\*:\*\*\*@es.example:9200'\] "
+                                        r"\(machine m\): TimeoutError: timed out"):
+        store.entries()
+    with pytest.raises(GateError, match="Storage must be in form of file://path or elasticsearch"):
+        Store.open("s3://bucket/benchmarks", "m")
+
+
+def test_compare_hands_an_elasticsearch_uri_to_pytest_benchmark(monkeypatch, capsys):
+    from pytest_mlpbench.gates.compare import main
+
+    monkeypatch.setitem(sys.modules, "elasticsearch", None)  # not installed
+    monkeypatch.delitem(sys.modules, "pytest_benchmark.storage.elasticsearch", raising=False)
+    assert main(["--storage", ES_URI]) == 2
+    err = capsys.readouterr().err
+    assert "error: storage 'elasticsearch+http://***:***@es.example:9200/idx/doc?project_name=proj': Please " \
+           "install elasticsearch or pytest-benchmark[elasticsearch]" in err and "secret" not in err
+
+
+
 # -- whole sessions ----------------------------------------------------------------
 
 
@@ -388,6 +555,43 @@ def test_compare_prints_the_table_for_saved_runs(project):
     assert "FAILED gate peak_rss_bytes:max:+30%: test_linear.py::test_linear[injected]: peak_rss_bytes max" in gated.stdout
     missing = project.compare("9")
     assert missing.returncode == 2 and "error: run '9' matches no saved run" in missing.stderr
+
+
+FAKE_ES = """
+import json, os
+
+
+class Elasticsearch:
+    def __init__(self, hosts, serializer=None):
+        self.indices = self
+
+    def create(self, **kwargs):
+        pass
+
+    def search(self, index, doc_type, body):
+        return {"hits": {"hits": [{"_source": hit} for hit in json.loads(os.environ.get("FAKE_ES_HITS", "[]"))]}}
+
+    def index(self, **kwargs):
+        pass
+"""
+
+
+def test_a_session_reads_elasticsearch_storage_through_pytest_benchmark(project):
+    fake = project.pytester.path / "fake_es" / "elasticsearch"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text(FAKE_ES)
+    (fake / "serializer.py").write_text("class JSONSerializer:\n    pass\n")
+    project.monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(fake.parent), os.environ["PYTHONPATH"]]))
+    storage = "--benchmark-storage=elasticsearch+http://es.example:9200/idx/doc?project_name=proj"
+    first = project.run(storage, save=False)
+    assert first.ret == 0, first.stdout.str() + first.stderr.str()
+    first.stdout.fnmatch_lines(["*no baseline yet in [[]'http://es.example:9200'[]] (machine *); this run can be "
+                                "saved with --benchmark-autosave; gates pass"])
+    project.monkeypatch.setenv("FAKE_ES_HITS", json.dumps([es_hit(1)]))
+    later = project.run(storage, save=False)
+    assert later.ret == pytest.ExitCode.USAGE_ERROR
+    later.stderr.fnmatch_lines(["*mlpbench gates: *ElasticsearchStorage returns the saved benchmarks without their "
+                                "extra_info*"])
 
 
 # -- whole sessions: baselines must be alike ------------------------------------------

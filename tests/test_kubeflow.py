@@ -7,12 +7,12 @@ import pytest
 import yaml
 from conftest import bench_source
 from fakes import FANOUT, LINEAR
-from pytest_mlpbench.architectures.kfp_pipeline import build_pipeline, compile_pipeline
-from pytest_mlpbench.architectures.kubeflow import KubeflowRemote
-from pytest_mlpbench.architectures.pipeline_task import to_param
 from pytest_mlpbench.architectures import Unavailable
+from pytest_mlpbench.architectures.kubeflow.local import KubeflowRemote
+from pytest_mlpbench.architectures.kubeflow.pipeline import build_pipeline, compile_pipeline
+from pytest_mlpbench.model.workload import RunSpec, Step, Workload, WorkloadError
 from pytest_mlpbench.options import Settings
-from pytest_mlpbench.workload import RunSpec, Step, Workload, WorkloadError
+from pytest_mlpbench.step.params import to_param
 
 TESTS = bench_source("linear", "fanout", "failing")
 
@@ -83,7 +83,7 @@ def test_tasks_install_nothing(tmp_path):
     executors = yaml.safe_load(text)["deploymentSpec"]["executors"]
     assert len(executors) == 3
     for executor in executors.values():
-        assert "pytest_mlpbench.architectures.pipeline_task" in executor["container"]["command"][-1]
+        assert "pytest_mlpbench.step.params" in executor["container"]["command"][-1]
 
 
 def test_unsupported_fanouts_are_clear_errors():
@@ -130,7 +130,7 @@ def test_remote_task_times_come_from_the_run_details(tmp_path):
     from kfp_server_api import V2beta1PipelineTaskDetail as Task, V2beta1Run, V2beta1RunDetails
 
     from pytest_mlpbench.architectures.base import Run
-    from pytest_mlpbench.architectures.kubeflow import record_task_details
+    from pytest_mlpbench.architectures.kubeflow.local import record_task_details
 
     t0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
 

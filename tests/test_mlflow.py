@@ -18,9 +18,9 @@ from fakes import FAILING, FANOUT, LINEAR
 
 from pytest_mlpbench.architectures import RunFailed, RunTimeout
 from pytest_mlpbench.architectures.base import Run, kill_group
-from pytest_mlpbench.architectures.mlflow import MlflowProjects  # imports no mlflow until used
-from pytest_mlpbench.mlflow_results import import_mlflow, parse_tracking_uri
-from pytest_mlpbench.workload import RunSpec
+from pytest_mlpbench.architectures.mlflow_projects import MlflowProjects  # imports no mlflow until used
+from pytest_mlpbench.model.workload import RunSpec
+from pytest_mlpbench.sinks.mlflow import import_mlflow, parse_tracking_uri
 
 pytestmark = [
     pytest.mark.skipif(find_spec("mlflow") is None, reason="mlflow is not installed"),

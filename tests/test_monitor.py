@@ -9,9 +9,9 @@ from pathlib import Path
 import psutil
 import pytest
 
-from pytest_mlpbench.cgroups import Cgroup, cgroup_mounts
-from pytest_mlpbench.memcg import memcg_of, memory_hierarchy
-from pytest_mlpbench.monitor import Monitor
+from pytest_mlpbench.measure.cgroups import Cgroup, cgroup_mounts
+from pytest_mlpbench.measure.memcg import memcg_of, memory_hierarchy
+from pytest_mlpbench.measure.monitor import Monitor
 
 MiB = 2**20
 GRANDCHILD = "import subprocess, sys; subprocess.run([sys.executable, '-c', 'import time; time.sleep(0.6)'])"
@@ -246,7 +246,7 @@ def test_every_process_goes_back_and_nothing_is_left_after_an_exception():
 
 KILLED_IN_A_RUN = """
 import os, sys, time
-from pytest_mlpbench.monitor import Monitor
+from pytest_mlpbench.measure.monitor import Monitor
 Monitor().start()
 print(os.getpid(), flush=True)
 time.sleep(60)

@@ -10,9 +10,9 @@ import psutil
 import pytest
 from conftest import bench_source, default_sigint
 
-from pytest_mlpbench.options import OPTIONS, Settings, timeout
-from pytest_mlpbench.record import FIGURES
-from pytest_mlpbench.registry import Registry
+from pytest_mlpbench.measure.record import FIGURES
+from pytest_mlpbench.options import timeout
+from pytest_mlpbench.plugin import everything
 from pytest_mlpbench.session import BenchSession
 
 REPO = Path(__file__).parents[1]
@@ -144,16 +144,16 @@ def test_timeout_kills_the_run_and_records_it(bench, arch):
 @pytest.mark.parametrize("value, scale, limit", [(None, "smoke", 600.0), (None, "full", 14400.0), ("auto", "small", 1800.0),
                                                  ("none", "small", None), ("0", "smoke", None), ("2.5", "full", 2.5)])
 def test_every_run_has_a_time_limit_unless_turned_off(value, scale, limit, tmp_path):
-    defaults = {opt.name: opt.default for opt in OPTIONS}
-    settings = Settings({**defaults, "scale": scale, **({} if value is None else {"timeout": timeout(value)})})
-    assert BenchSession(settings, Registry.builtin(), tmp_path).run_timeout_s() == limit
+    registry = everything()
+    settings = registry.options.defaults(scale=scale, **({} if value is None else {"timeout": timeout(value)}))
+    assert BenchSession(settings, registry, tmp_path).run_timeout_s() == limit
 
 
 def step_processes(path) -> list[psutil.Process]:
     """Step processes of runs started from ``path`` that are still alive."""
     found = []
     for proc in psutil.process_iter(["cmdline", "cwd"]):
-        if "pytest_mlpbench.task" in (proc.info["cmdline"] or []) and str(path) in (proc.info["cwd"] or ""):
+        if "pytest_mlpbench.step" in (proc.info["cmdline"] or []) and str(path) in (proc.info["cwd"] or ""):
             found.append(proc)
     return found
 

@@ -16,10 +16,10 @@ import pytest
 from fakes import FANOUT, LINEAR
 from pytest_mlpbench.architectures import RunFailed, Unavailable
 from pytest_mlpbench.architectures.base import Run
-from pytest_mlpbench.architectures.sagemaker import SageMaker, resolve_settings, task_of
-from pytest_mlpbench.events import read_events
+from pytest_mlpbench.architectures.sagemaker.remote import SageMaker, resolve_settings, task_of
+from pytest_mlpbench.model.workload import RunSpec
 from pytest_mlpbench.options import Settings
-from pytest_mlpbench.workload import RunSpec
+from pytest_mlpbench.step.events import read_events
 
 ROLE = "arn:aws:iam::123456789012:role/mlpbench"
 REPO = Path(__file__).parents[1]
@@ -78,7 +78,7 @@ def options(**extra) -> Settings:
 
 def definition(workload) -> dict:
     from sagemaker.core.workflow.pipeline_context import PipelineSession
-    from pytest_mlpbench.architectures.sagemaker_pipeline import Settings as Build, build_pipeline
+    from pytest_mlpbench.architectures.sagemaker.pipeline import PipelineSettings as Build, build_pipeline
 
     import boto3
 
@@ -104,7 +104,7 @@ def test_definition_has_the_steps_dependencies_and_parameters(fake_aws):
     assert steps["middle"]["DependsOn"] == ["begin"]
     assert steps["end"]["DependsOn"] == ["middle", "begin"]
     app = steps["end"]["Arguments"]["AppSpecification"]
-    assert app["ContainerEntrypoint"] == ["python3", "-m", "pytest_mlpbench.architectures.sagemaker_task"]
+    assert app["ContainerEntrypoint"] == ["python3", "-m", "pytest_mlpbench.step"]
     assert app["ContainerArguments"][:2] == ["--step", "end"]
     mounted = [i["S3Input"]["LocalPath"] for i in steps["end"]["Arguments"]["ProcessingInputs"]]
     assert mounted == ["/opt/ml/processing/input/steps/middle", "/opt/ml/processing/input/steps/begin",
@@ -212,16 +212,15 @@ def test_benchmarks_skip_sagemaker_and_kubeflow_with_reasons(pytester, no_aws, m
 
 
 def test_container_tasks_run_the_steps_in_the_declared_layout(tmp_path, monkeypatch):
-    """The in-container entry point, run for real on FANOUT; between the tasks
-    the test copies what SageMaker copies: each step's output prefix to the
-    input mount of the steps that need it, artifacts to the same path."""
+    """The step entry point with the arguments of a SageMaker step, run for
+    real on FANOUT; between the tasks the test copies what SageMaker copies:
+    each step's output prefix to the input mount of the steps that need it."""
     import shutil
 
-    from pytest_mlpbench.architectures import sagemaker_task
+    from pytest_mlpbench.step.__main__ import main
 
     root = tmp_path / "opt-ml-processing"
     s3 = tmp_path / "s3"  # S3ROOT/runs/<run id>
-    monkeypatch.setattr(sagemaker_task, "PROCESSING", root)
     for name in ("MLPBENCH_EVENTS", "TRACEPARENT", "PYTHONPATH"):  # the task sets them for its process
         monkeypatch.setenv(name, os.environ.get(name, ""))
         if not os.environ[name]:
@@ -233,7 +232,9 @@ def test_container_tasks_run_the_steps_in_the_declared_layout(tmp_path, monkeypa
         shutil.rmtree(root, ignore_errors=True)
         for need in needs:  # ProcessingInputs
             shutil.copytree(s3 / "steps" / need, root / "input" / "steps" / need)
-        assert sagemaker_task.main(["--step", step, "--spec", spec, "--env", "{}", *extra]) == 0
+        upstream = [f"--upstream={need}={root}/input/steps/{need}" for need in needs]
+        assert main(["--step", step, "--spec", spec, "--env", "{}", "--out-dir", str(root / "output"),
+                     "--artifacts", str(root / "artifacts" / step), *upstream, *extra]) == 0
         shutil.copytree(root / "output", s3 / "steps" / step, dirs_exist_ok=True)  # ProcessingOutputs
 
     job("begin", "--fanout-key", "shards")

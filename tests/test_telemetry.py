@@ -14,10 +14,10 @@ import pytest
 from conftest import LINEAR_TEST, bench_source
 
 from pytest_mlpbench import Step, Workload
-from pytest_mlpbench.events import execute_step, read_events, step_span
+from pytest_mlpbench.model.workload import RunSpec
 from pytest_mlpbench.options import new_file
-from pytest_mlpbench.otlp_file import attributes, read_otlp_json
-from pytest_mlpbench.workload import RunSpec
+from pytest_mlpbench.sinks.otlp_file import attributes, read_otlp_json
+from pytest_mlpbench.step.events import execute_step, read_events, step_span
 
 REPO = Path(__file__).parents[1]
 FRAMEWORKS = ["metaflow-local", "airflow-local", "kubeflow-local", "dvc", "mlflow"]
@@ -76,9 +76,9 @@ def test_without_telemetry_nothing_imports_opentelemetry(tmp_path):
     code = f"""
 import sys
 sys.path.insert(0, {str(Path(__file__).parent)!r})
-import pytest_mlpbench.plugin, pytest_mlpbench.session, pytest_mlpbench.task
-from pytest_mlpbench.events import execute_step
-from pytest_mlpbench.workload import RunSpec
+import pytest_mlpbench.plugin, pytest_mlpbench.session, pytest_mlpbench.step
+from pytest_mlpbench.model.workload import RunSpec
+from pytest_mlpbench.step.events import execute_step
 spec = RunSpec(workload="fakes:LINEAR", scale="smoke", run_id="r", artifacts={str(tmp_path)!r},
                events={str(tmp_path / 'e.jsonl')!r}, traceparent={TRACEPARENT!r})
 execute_step(spec, "begin", {{}})

@@ -3,9 +3,9 @@ import re
 
 import pytest
 
-from pytest_mlpbench.monitor import Usage
-from pytest_mlpbench.record import build_record
-from pytest_mlpbench.workload import Step, Workload, WorkloadError, step_inputs, task_inputs
+from pytest_mlpbench.measure.monitor import Usage
+from pytest_mlpbench.measure.record import build_record
+from pytest_mlpbench.model.workload import Step, Workload, WorkloadError, step_inputs, task_inputs
 
 SCALES = {s: {} for s in ("smoke", "small", "full")}
 

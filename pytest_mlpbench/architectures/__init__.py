@@ -1,53 +1,5 @@
-"""The architecture registry: name -> dotted class path, imported lazily.
+"""Architectures: one module or folder per framework, each a subclass of
+:class:`~pytest_mlpbench.architectures.base.Architecture` that declares its own options."""
+from pytest_mlpbench.architectures.base import Architecture, RunFailed, RunTimeout, Unavailable
 
-A missing framework SDK makes only that architecture unavailable (its test is
-skipped with the install hint); it never breaks the plugin.
-"""
-from __future__ import annotations
-
-import importlib
-from dataclasses import dataclass
-
-from .base import Architecture, RunFailed, RunTimeout, Unavailable
-
-__all__ = ["Architecture", "Entry", "RunFailed", "RunTimeout", "Unavailable", "BUILTIN"]
-
-
-@dataclass(frozen=True)
-class Entry:
-    name: str
-    target: str | type  # "package.module:Class" or the class itself
-    install_hint: str = ""
-
-    def load(self) -> type[Architecture]:
-        if not isinstance(self.target, str):
-            return self.target
-        module_name, _, attr = self.target.partition(":")
-        try:
-            module = importlib.import_module(module_name)
-        except ImportError as exc:
-            hint = f"; {self.install_hint}" if self.install_hint else ""
-            raise Unavailable(f"{self.name}: cannot import {module_name} ({exc}){hint}") from exc
-        return getattr(module, attr)
-
-
-_EXTRAS = "install the frameworks with: pip install 'pytest-mlpbench[frameworks]'"
-
-_ARCH = "pytest_mlpbench.architectures"
-
-BUILTIN = [
-    Entry("inprocess", f"{_ARCH}.inprocess:InProcess"),
-    Entry("subprocess", f"{_ARCH}.subprocesses:Subprocesses"),
-    Entry("metaflow-local", f"{_ARCH}.metaflow:MetaflowLocal", _EXTRAS),
-    Entry("metaflow-kubernetes", f"{_ARCH}.metaflow:MetaflowKubernetes", _EXTRAS),
-    Entry("metaflow-batch", f"{_ARCH}.metaflow:MetaflowBatch", _EXTRAS),
-    Entry("airflow-local", f"{_ARCH}.airflow:AirflowLocal", _EXTRAS),
-    Entry("airflow-kubernetes", f"{_ARCH}.airflow:AirflowKubernetes", _EXTRAS),
-    Entry("kubeflow-local", f"{_ARCH}.kubeflow:KubeflowLocal", _EXTRAS),
-    Entry("kubeflow", f"{_ARCH}.kubeflow:KubeflowRemote", _EXTRAS),
-    Entry("sagemaker", f"{_ARCH}.sagemaker:SageMaker", _EXTRAS),
-    Entry("sagemaker-local", f"{_ARCH}.sagemaker_local:SageMakerLocal", _EXTRAS),
-    Entry("kubeflow-docker", f"{_ARCH}.kubeflow_docker:KubeflowDocker", _EXTRAS),
-    Entry("dvc", f"{_ARCH}.dvc:Dvc", _EXTRAS),
-    Entry("mlflow", f"{_ARCH}.mlflow:MlflowProjects", _EXTRAS),
-]
+__all__ = ["Architecture", "RunFailed", "RunTimeout", "Unavailable"]

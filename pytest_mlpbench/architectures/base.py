@@ -8,10 +8,11 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Mapping, Sequence
+from typing import Any, Callable, ClassVar, Mapping, Sequence, TypeVar
 
-from ..events import EVENTS_ENV
-from ..workload import RunSpec, Workload
+from pytest_mlpbench.model.workload import RunSpec, Workload
+from pytest_mlpbench.options import Option, positive_float
+from pytest_mlpbench.step.events import EVENTS_ENV
 
 
 class Unavailable(Exception):
@@ -24,6 +25,12 @@ class RunFailed(Exception):
 
 class RunTimeout(RunFailed):
     """The run exceeded ``--mlpbench-timeout`` and its processes were killed."""
+
+
+T = TypeVar("T")
+
+REMOTE_POLL = Option("remote_poll", "Seconds between status polls of a kubeflow or sagemaker run (default: 2).",
+                     positive_float, 2.0, "SECONDS")
 
 
 class Architecture:
@@ -39,9 +46,12 @@ class Architecture:
     #: Framework metadata makes the first run after ``open`` unrepresentative
     #: (Airflow's first task is seconds slower): run one unrecorded run first.
     needs_warmup: ClassVar[bool] = False
+    #: The options of this architecture (``--mlpbench-NAME`` and ini ``mlpbench_NAME``);
+    #: their values reach ``self.settings`` by name.
+    options: ClassVar[Sequence[Option]] = ()
 
-    def __init__(self, options: Any = None):
-        self.options = options
+    def __init__(self, settings: Any = None):
+        self.settings = settings
 
     def check(self) -> None:
         pass
@@ -162,16 +172,24 @@ class Run:
 
 def kill_group(proc: subprocess.Popen, grace_s: float = 3.0) -> None:
     """End a process started with ``start_new_session`` and everything in its group."""
-    if proc.poll() is not None:
-        _kill_pgid(proc.pid, signal.SIGKILL)  # stragglers of an exited leader
-        return
-    _kill_pgid(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(timeout=grace_s)
-    except subprocess.TimeoutExpired:
-        pass
-    _kill_pgid(proc.pid, signal.SIGKILL)
-    proc.wait()
+    kill_groups([proc], grace_s)
+
+
+def kill_groups(procs: Sequence[subprocess.Popen], grace_s: float = 3.0) -> None:
+    """SIGTERM the process group of each of ``procs`` (each started with
+    ``start_new_session``), wait up to ``grace_s`` for the leaders, then SIGKILL
+    what is left of the groups, stragglers of exited leaders included."""
+    for proc in procs:
+        _kill_pgid(proc.pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace_s
+    for proc in procs:
+        try:
+            proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            pass
+    for proc in procs:
+        _kill_pgid(proc.pid, signal.SIGKILL)
+        proc.wait()
 
 
 def _kill_pgid(pgid: int, sig: int) -> None:
@@ -179,6 +197,29 @@ def _kill_pgid(pgid: int, sig: int) -> None:
         os.killpg(pgid, sig)
     except (ProcessLookupError, PermissionError):
         pass
+
+
+def poll_until(done: Callable[[], T | None], run: "Run | None", interval_s: float,
+               stop: Callable[[], Any] | None = None, what: str | Callable[[], str] = "") -> T:
+    """Call ``done`` every ``interval_s`` until it returns something other than
+    None, and return that. At the run's deadline, and on Ctrl-C, ``stop`` ends
+    the work first; the deadline raises :class:`RunTimeout` saying ``what`` was done."""
+    try:
+        while True:
+            result = done()
+            if result is not None:
+                return result
+            remaining = run.remaining_s() if run else None
+            if remaining == 0:
+                if stop:
+                    stop()
+                said = what() if callable(what) else what
+                raise RunTimeout(f"run exceeded --mlpbench-timeout={run.timeout_s:g}s; {said}")
+            time.sleep(interval_s if remaining is None else min(interval_s, remaining))
+    except KeyboardInterrupt:
+        if stop:
+            stop()
+        raise
 
 
 def tail(path: str | os.PathLike, lines: int = 40) -> str:

@@ -14,14 +14,12 @@ runs the new ones, and a fan-out step joins the file (as ``foreach`` over its
 task indices, with everything downstream of it) after the wave that produced
 its inputs. A workload without fan-out is one wave, one ``dvc repro``.
 
-A stage runs ``python -m pytest_mlpbench.architectures.dvc`` (see
-:func:`main`): the task entry point plus the merge of the upstream outputs
-files, which in a DVC pipeline no driver can do between stages.
+A stage runs ``python -m pytest_mlpbench.step`` with its upstream outputs
+files (``--upstream``): the step entry point merges them, which in a DVC
+pipeline no driver can do between stages.
 """
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import re
 import shlex
@@ -31,10 +29,10 @@ import sys
 from importlib import metadata
 from pathlib import Path
 
-from ..task import run_task, write_json_atomic
-from ..workload import RunSpec, Workload, fanout_items, load_workload, step_inputs
-from .base import Architecture, RunFailed, Unavailable, tail
-from .subprocesses import task_failure
+from pytest_mlpbench.architectures.base import Architecture, RunFailed, Unavailable, tail
+from pytest_mlpbench.architectures.subprocesses import task_failure
+from pytest_mlpbench.model.workload import Workload, fanout_items, step_inputs
+from pytest_mlpbench.step import read_outputs
 
 ENV = {"DVC_NO_ANALYTICS": "1"}
 CONFIG = """[core]
@@ -152,7 +150,7 @@ class Pipeline:
     def stage(self, step) -> dict:
         deps = [path for need in step.needs for path in self.outputs_of(need)]
         upstream = [f"--upstream={need}={path}" for need in step.needs for path in self.outputs_of(need)]
-        cmd = [sys.executable, "-m", __name__, "--spec", "spec.json", "--step", step.name, *upstream]
+        cmd = [sys.executable, "-m", "pytest_mlpbench.step", "--spec", "spec.json", "--step", step.name, *upstream]
         if not step.foreach:
             return {"cmd": shlex.join(cmd + ["--outputs", f"out/{step.name}.json"]),
                     "deps": ["spec.json", *deps], "outs": [f"out/{step.name}.json"]}
@@ -173,35 +171,3 @@ class Pipeline:
         yaml.default_flow_style = False
         with open(self.dir / "dvc.yaml", "w") as f:
             yaml.dump({"stages": self.stages}, f)
-
-
-def read_outputs(paths, fanout) -> dict | list[dict]:
-    outputs = [json.loads(Path(p).read_text()) for p in paths]
-    return outputs if fanout else outputs[0]
-
-
-def main(argv: list[str] | None = None) -> int:
-    """A stage's command: merge the upstream outputs files into the step's
-    inputs, then run the task like ``python -m pytest_mlpbench.task``."""
-    parser = argparse.ArgumentParser(prog=f"python -m {__name__}")
-    parser.add_argument("--spec", required=True)
-    parser.add_argument("--step", required=True)
-    parser.add_argument("--index", type=int)
-    parser.add_argument("--upstream", action="append", default=[], metavar="STEP=FILE",
-                        help="outputs of a needed step; repeated in task order for a fan-out step")
-    parser.add_argument("--outputs", required=True)
-    args = parser.parse_args(argv)
-    spec = RunSpec.from_json(Path(args.spec).read_text())
-    workload = load_workload(spec.workload)
-    step = workload.step(args.step)
-    files: dict[str, list[str]] = {need: [] for need in step.needs}
-    for item in args.upstream:
-        need, _, path = item.partition("=")
-        files[need].append(path)
-    produced = {need: read_outputs(paths, workload.step(need).foreach) for need, paths in files.items()}
-    write_json_atomic(args.outputs, run_task(spec, args.step, step_inputs(workload, step, produced), args.index))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -4,9 +4,9 @@ from __future__ import annotations
 import signal
 import threading
 
-from ..events import execute_step
-from ..workload import fanout_items, step_inputs, task_inputs
-from .base import Architecture, RunFailed, RunTimeout
+from pytest_mlpbench.architectures.base import Architecture, RunFailed, RunTimeout
+from pytest_mlpbench.model.workload import fanout_items, step_inputs
+from pytest_mlpbench.step import run_step
 
 
 class InProcess(Architecture):
@@ -16,15 +16,12 @@ class InProcess(Architecture):
         outputs: dict = {}
         with _deadline(run):
             for step in workload.steps:
-                inputs = step_inputs(workload, step, outputs)
                 try:
                     if step.foreach:
-                        outputs[step.name] = [
-                            execute_step(run.spec, step.name, task_inputs(step, inputs, i), index=i)
-                            for i in range(len(fanout_items(step, inputs)))
-                        ]
+                        width = len(fanout_items(step, step_inputs(workload, step, outputs)))
+                        outputs[step.name] = [run_step(run.spec, step.name, outputs, i, workload) for i in range(width)]
                     else:
-                        outputs[step.name] = execute_step(run.spec, step.name, inputs)
+                        outputs[step.name] = run_step(run.spec, step.name, outputs, workload=workload)
                 except RunTimeout:
                     raise
                 except Exception as exc:

@@ -6,10 +6,9 @@ import json
 import signal
 import sys
 
-from ..events import read_events
-from ..task import write_json_atomic
-from ..workload import fanout_items, step_inputs
-from .base import Architecture, RunFailed, kill_group
+from pytest_mlpbench.architectures.base import Architecture, RunFailed, kill_group
+from pytest_mlpbench.model.workload import fanout_items, step_inputs
+from pytest_mlpbench.step.events import read_events
 
 
 def exit_reason(code: int | None) -> str:
@@ -57,18 +56,18 @@ class Subprocesses(Architecture):
         spec_file = run.dir / "spec.json"
         spec_file.write_text(run.spec.to_json())
         outputs: dict = {}
+        files: dict[str, list] = {}  # each step's outputs files, in task order
         for step in workload.steps:
             inputs = step_inputs(workload, step, outputs)
-            inputs_file = run.dir / f"{step.name}.inputs.json"
-            write_json_atomic(inputs_file, inputs)
             indices = range(len(fanout_items(step, inputs))) if step.foreach else [None]
+            upstream = [f"--upstream={need}={path}" for need in step.needs for path in files[need]]
             procs = []
             try:
                 for index in indices:
                     suffix = "" if index is None else f".{index}"
                     out = run.dir / f"{step.name}{suffix}.outputs.json"
-                    cmd = [sys.executable, "-m", "pytest_mlpbench.task", "--spec", str(spec_file),
-                           "--step", step.name, "--inputs", str(inputs_file), "--outputs", str(out)]
+                    cmd = [sys.executable, "-m", "pytest_mlpbench.step", "--spec", str(spec_file),
+                           "--step", step.name, *upstream, "--outputs", str(out)]
                     if index is not None:
                         cmd += ["--index", str(index)]
                     procs.append((run.start(cmd, log_name=f"{step.name}{suffix}"), out, index))
@@ -82,5 +81,6 @@ class Subprocesses(Architecture):
             finally:
                 for proc, _, _ in procs:
                     kill_group(proc)
-            results = [json.loads(out.read_text()) for _, out, _ in procs]
+            files[step.name] = [out for _, out, _ in procs]
+            results = [json.loads(out.read_text()) for out in files[step.name]]
             outputs[step.name] = results if step.foreach else results[0]

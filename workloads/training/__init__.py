@@ -5,7 +5,7 @@ input, 10 classes). Data is generated deterministically, or read from a
 CIFAR-10 directory in torchvision's on-disk format when the run's
 ``data_dir`` names one; nothing is downloaded.
 """
-from pytest_mlpbench.workload import Step, Workload
+from pytest_mlpbench.model.workload import Step, Workload
 
 STEPS = "workloads.training.steps"
 

@@ -17,29 +17,49 @@ import importlib.util
 import os
 from pathlib import Path
 
-from ..base import Architecture, RunFailed, Unavailable, step_environment
-from .client import AirflowError
-from .dags import dag_id, local_dag
-from .driver import DagDriver
-from .server import BROKEN_GRACE_S, AirflowServer, ComponentDied, redact
+from pytest_mlpbench.architectures.airflow.client import AirflowError
+from pytest_mlpbench.architectures.airflow.dags import dag_id, local_dag
+from pytest_mlpbench.architectures.airflow.driver import DagDriver
+from pytest_mlpbench.architectures.base import Architecture, RunFailed, Unavailable, step_environment
+from pytest_mlpbench.options import Option
+from pytest_mlpbench.architectures.airflow.server import (BROKEN_GRACE_S, AirflowServer, ComponentDied,
+                                                          parse_settings, redact)
 
 __all__ = ["AirflowKubernetes", "AirflowLocal"]
+
+
+def parse_db(text: str) -> str | None:
+    if text == "sqlite":
+        return None
+    scheme, sep, rest = text.partition("://")
+    if scheme.split("+")[0] != "postgresql" or not sep or not rest or " " in text:
+        raise ValueError("expected 'sqlite' or postgresql://USER:PASSWORD@HOST:PORT/DATABASE")
+    return text
+
+
+DB = Option("airflow_db", "Airflow metadata database for airflow-local/-kubernetes: 'sqlite' (default, a file in the "
+            "session's AIRFLOW_HOME) or a SQLAlchemy URL postgresql://USER:PASSWORD@HOST:PORT/DB (needs "
+            "psycopg[binary] and asyncpg).", parse_db, None, "URL")
+CONFIG = Option("airflow_config", "Extra Airflow settings, comma-separated section.key=value, e.g. "
+                "'scheduler.scheduler_idle_sleep_time=1' (they override the tuned defaults).",
+                parse_settings, None, "SETTINGS")
 
 
 class AirflowLocal(Architecture):
     name = "airflow-local"
     needs_warmup = True  # the first task after start-up is seconds slower
     dag_prefix = "mlpbench"
+    options = (DB, CONFIG)
 
-    def __init__(self, options=None):
-        super().__init__(options)
+    def __init__(self, settings=None):
+        super().__init__(settings)
         self.server: AirflowServer | None = None
         self.driver: DagDriver | None = None
         self.unavailable: str | None = None  # why Airflow could not be restarted
         self.abandoned: tuple[str, str] | None = None  # (dag id, run id) of the run a dead component ended
 
     def option(self, name: str, default=None):
-        return self.options.get(name, default) if self.options is not None else default
+        return self.settings.get(name, default) if self.settings is not None else default
 
     def check(self) -> None:
         if importlib.util.find_spec("airflow") is None:
@@ -129,4 +149,4 @@ def postgres_drivers(url: str) -> list[tuple[str, str]]:
     return [sync.get(driver, (driver, driver)), ("asyncpg", "asyncpg")]
 
 
-from .kubernetes import AirflowKubernetes  # noqa: E402  (subclass of AirflowLocal)
+from pytest_mlpbench.architectures.airflow.kubernetes import AirflowKubernetes  # noqa: E402  (subclass of AirflowLocal)

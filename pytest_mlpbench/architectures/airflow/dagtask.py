@@ -1,5 +1,5 @@
 """What runs inside an Airflow task: one step of a workload, run through
-:func:`pytest_mlpbench.task.run_task` so it records its own step event.
+:func:`pytest_mlpbench.step.run_step` so it records its own step event.
 
 Servers live for the session but each run has its own event sink, trace
 context and import path, so those travel in the DAG run's conf (key
@@ -9,12 +9,10 @@ the list a downstream fan-out step maps over.
 """
 from __future__ import annotations
 
-import os
-import sys
 from collections.abc import Mapping, Sequence
 
-from ...task import run_task
-from ...workload import RunSpec, WorkloadError, load_workload, step_inputs
+from pytest_mlpbench.model.workload import RunSpec, WorkloadError, load_workload
+from pytest_mlpbench.step import apply_environment, run_step
 
 CONF_KEY = "mlpbench"
 OUTPUTS_KEY = "outputs"
@@ -26,11 +24,7 @@ def apply_conf(conf: Mapping) -> RunSpec:
         payload = conf[CONF_KEY]
     except (KeyError, TypeError):
         raise WorkloadError(f"the DAG run has no {CONF_KEY!r} conf: trigger it through pytest-mlpbench") from None
-    env = payload.get("env", {})
-    os.environ.update(env)
-    for path in reversed(env.get("PYTHONPATH", "").split(os.pathsep)):
-        if path and path not in sys.path:
-            sys.path.insert(0, path)
+    apply_environment(payload.get("env", {}))
     return RunSpec(**payload["spec"])
 
 
@@ -43,16 +37,14 @@ def as_outputs(value):
     raise WorkloadError(f"unexpected upstream outputs: {type(value).__name__}")
 
 
-def run_step(step_name: str, upstream: Mapping, feeds: str | None, context: Mapping):
+def run_dag_task(step_name: str, upstream: Mapping, feeds: str | None, context: Mapping):
     """Run ``step_name`` with its upstream outputs; push its outputs; return
     the list under ``feeds`` (the key a downstream fan-out maps over), if any."""
     spec = apply_conf(context["dag_run"].conf)
     workload = load_workload(spec.workload)
-    step = workload.step(step_name)
-    inputs = step_inputs(workload, step, {name: as_outputs(v) for name, v in upstream.items()})
     ti = context["ti"]
-    index = ti.map_index if step.foreach else None
-    outputs = run_task(spec, step_name, inputs, index)
+    index = ti.map_index if workload.step(step_name).foreach else None
+    outputs = run_step(spec, step_name, {name: as_outputs(v) for name, v in upstream.items()}, index, workload)
     ti.xcom_push(key=OUTPUTS_KEY, value=outputs)
     if feeds is None:
         return None

@@ -8,9 +8,9 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from ..base import Run, RunFailed, RunTimeout
-from .client import AirflowClient, AirflowError, timestamp_ns
-from .dagtask import CONF_KEY
+from pytest_mlpbench.architectures.airflow.client import AirflowClient, AirflowError, timestamp_ns
+from pytest_mlpbench.architectures.airflow.dagtask import CONF_KEY
+from pytest_mlpbench.architectures.base import Run, RunFailed, RunTimeout, poll_until
 
 FINISHED = ("success", "failed")
 FAILED_TASK_STATES = ("failed", "upstream_failed")
@@ -98,7 +98,9 @@ class DagDriver:
 
     def _wait(self, dag_id: str, run: Run) -> dict:
         dag_run = {"state": "queued"}
-        while True:
+
+        def finished():
+            nonlocal dag_run
             self.check()
             try:
                 dag_run = self.client.dag_run(dag_id, run.spec.run_id)
@@ -106,12 +108,10 @@ class DagDriver:
                 if exc.status is not None:
                     raise
                 # A slow answer on a loaded machine is not a failed run; the deadline still holds.
-            if dag_run["state"] in FINISHED:
-                return dag_run
-            if run.remaining_s() == 0:
-                raise RunTimeout(f"run exceeded --mlpbench-timeout={run.timeout_s:g}s; "
-                                 f"DAG run {run.spec.run_id} was {dag_run['state']} and is marked failed")
-            time.sleep(self.poll_s)
+            return dag_run if dag_run["state"] in FINISHED else None
+
+        return poll_until(finished, run, self.poll_s,
+                          what=lambda: f"DAG run {run.spec.run_id} was {dag_run['state']} and is marked failed")
 
     def fail_quietly(self, dag_id: str, run_id: str) -> None:
         """Mark an abandoned DAG run failed so its tasks are stopped and the next run is not queued behind it."""

@@ -4,18 +4,31 @@ from __future__ import annotations
 
 import importlib.util
 
-from ...events import append_event
-from ..base import Unavailable
-from . import AirflowLocal
-from .client import AirflowError
-from .dags import dag_id, kubernetes_dag
+from pytest_mlpbench.architectures.airflow import AirflowLocal
+from pytest_mlpbench.architectures.airflow.client import AirflowError
+from pytest_mlpbench.architectures.airflow.dags import dag_id, kubernetes_dag
+from pytest_mlpbench.architectures.base import Unavailable
+from pytest_mlpbench.options import Option
+from pytest_mlpbench.step.events import append_event
 
 PROVIDER = "apache-airflow-providers-cncf-kubernetes"
+
+KUBE_CONTEXT = Option("airflow_kube_context", "Kube context (of $KUBECONFIG or ~/.kube/config) in which "
+                      "airflow-kubernetes runs its pods (default: none, airflow-kubernetes is skipped).",
+                      str, None, "CONTEXT")
+KUBE_NAMESPACE = Option("airflow_kube_namespace", "Namespace of airflow-kubernetes' pods (default: default).",
+                        str, "default", "NAMESPACE")
+KUBE_IMAGE = Option("airflow_kube_image", "Container image for airflow-kubernetes' pods, with pytest-mlpbench and "
+                    "the workloads installed (required with --mlpbench-airflow-kube-context).", str, None, "IMAGE")
+KUBE_VOLUME = Option("airflow_kube_volume", "PersistentVolumeClaim mounted at /mlpbench in every pod of "
+                     "airflow-kubernetes, for the artifacts steps pass on (required with "
+                     "--mlpbench-airflow-kube-context).", str, None, "PVC")
 
 
 class AirflowKubernetes(AirflowLocal):
     name = "airflow-kubernetes"
     dag_prefix = "mlpbench_k8s"
+    options = (*AirflowLocal.options, KUBE_CONTEXT, KUBE_NAMESPACE, KUBE_IMAGE, KUBE_VOLUME)
 
     def check(self) -> None:
         super().check()

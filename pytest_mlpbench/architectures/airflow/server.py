@@ -18,8 +18,8 @@ from typing import Mapping
 
 import psutil
 
-from ..base import tail
-from .client import AirflowClient, AirflowError, timestamp_ns
+from pytest_mlpbench.architectures.airflow.client import AirflowClient, AirflowError, timestamp_ns
+from pytest_mlpbench.architectures.base import kill_groups, tail
 
 USER = "mlpbench"
 
@@ -261,21 +261,11 @@ def healthy(health: dict, since_ns: int) -> bool:
 
 
 def stop_groups(procs: list[subprocess.Popen], grace_s: float = 10.0) -> None:
-    """SIGTERM the process groups of ``procs``, SIGKILL what is left after ``grace_s``."""
+    """End ``procs`` and their process groups, and their descendants in groups of their own."""
     tree = descendants(procs)
-    for proc in procs:
-        _signal_group(proc.pid, signal.SIGTERM)
     for child in tree:  # task processes run in process groups of their own
         _terminate(child)
-    deadline = time.monotonic() + grace_s
-    for proc in procs:
-        try:
-            proc.wait(timeout=max(0.0, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            pass
-    for proc in procs:
-        _signal_group(proc.pid, signal.SIGKILL)
-        proc.wait()
+    kill_groups(procs, grace_s)
     for child in tree:
         try:
             child.kill()
@@ -309,13 +299,6 @@ def _terminate(proc: psutil.Process) -> None:
     try:
         proc.terminate()
     except psutil.Error:
-        pass
-
-
-def _signal_group(pgid: int, sig: int) -> None:
-    try:
-        os.killpg(pgid, sig)
-    except (ProcessLookupError, PermissionError):
         pass
 
 

@@ -4,7 +4,7 @@
 and ``metaflow-batch`` run the same flow with ``--with kubernetes`` or
 ``--with batch`` and an S3 datastore, when configured.
 """
-from .local import MetaflowLocal
-from .remote import MetaflowBatch, MetaflowKubernetes
+from pytest_mlpbench.architectures.metaflow.local import MetaflowLocal
+from pytest_mlpbench.architectures.metaflow.remote import MetaflowBatch, MetaflowKubernetes
 
 __all__ = ["MetaflowBatch", "MetaflowKubernetes", "MetaflowLocal"]

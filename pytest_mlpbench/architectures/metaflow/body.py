@@ -2,7 +2,7 @@
 
 The workload's outputs travel as the artifact ``mlpb_outputs`` (step name ->
 outputs, or the list of a fan-out step's task outputs in task order); each
-step merges the ones it needs and runs through ``task.run_task``, which
+step runs through :func:`pytest_mlpbench.step.run_step`, which merges the ones it needs and
 writes the step event. With ``ship=True`` (remote tasks, which see neither
 the harness's event file nor its artifact directory) the events and the
 files under the run's artifact directory travel as artifacts too.
@@ -14,9 +14,9 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterable
 
-from ...events import EVENTS_ENV, read_events
-from ...task import run_task
-from ...workload import RunSpec, fanout_items, load_workload, step_inputs
+from pytest_mlpbench.model.workload import RunSpec, fanout_items, load_workload, step_inputs
+from pytest_mlpbench.step import run_step
+from pytest_mlpbench.step.events import EVENTS_ENV, read_events
 
 
 def step(flow, name: str | None, *, index: int | None = None, inputs: Iterable | None = None,
@@ -32,12 +32,10 @@ def step(flow, name: str | None, *, index: int | None = None, inputs: Iterable |
     if ship:
         flow.mlpb_events = []
     if name is not None:
-        workload = load_workload(spec.workload)
-        merged = step_inputs(workload, workload.step(name), outputs)
         if ship:
-            outputs[name] = _shipped(flow, spec, name, merged, index)
+            outputs[name] = _shipped(flow, spec, name, outputs, index)
         else:
-            outputs[name] = run_task(spec, name, merged, index)
+            outputs[name] = run_step(spec, name, outputs, index)
         if index is not None:
             flow.mlpb_index = index
     flow.mlpb_outputs = outputs
@@ -47,7 +45,7 @@ def step(flow, name: str | None, *, index: int | None = None, inputs: Iterable |
         flow.mlpb_items = list(range(len(fanout_items(fanned, step_inputs(workload, fanned, outputs)))))
 
 
-def _shipped(flow, spec: RunSpec, name: str, inputs: dict, index: int | None) -> dict:
+def _shipped(flow, spec: RunSpec, name: str, upstream: dict, index: int | None) -> dict:
     """Run the task with a local event sink and artifact directory, and keep
     both as artifacts for the harness and the next steps."""
     files = getattr(flow, "mlpb_files", {})
@@ -57,7 +55,7 @@ def _shipped(flow, spec: RunSpec, name: str, inputs: dict, index: int | None) ->
     sink = Path(tempfile.mkdtemp(prefix="mlpbench-events-")) / "events.jsonl"
     os.environ[EVENTS_ENV] = str(sink)
     try:
-        outputs = run_task(spec, name, inputs, index)
+        outputs = run_step(spec, name, upstream, index)
     finally:
         flow.mlpb_events = read_events(sink)
     flow.mlpb_files = {**files, **changed_files(spec.artifacts, before)}

@@ -5,9 +5,9 @@ from __future__ import annotations
 from datetime import datetime
 from pathlib import Path
 
-from ...events import append_event
-from .body import restore_files
-from .flowgen import Node
+from pytest_mlpbench.architectures.metaflow.body import restore_files
+from pytest_mlpbench.architectures.metaflow.flowgen import Node
+from pytest_mlpbench.step.events import append_event
 
 
 def collect(run, flow_name: str, run_id: str, metadata_root: Path, nodes: list[Node], shipped: bool) -> None:

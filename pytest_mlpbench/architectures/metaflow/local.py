@@ -12,24 +12,29 @@ import re
 import sys
 from pathlib import Path
 
-from ..base import Architecture, RunFailed, Unavailable
-from ..subprocesses import exit_reason
-from .client import collect
-from .flowgen import flow_class_name, flow_source, plan
+from pytest_mlpbench.architectures.base import Architecture, RunFailed, Unavailable
+from pytest_mlpbench.architectures.metaflow.client import collect
+from pytest_mlpbench.architectures.metaflow.flowgen import flow_class_name, flow_source, plan
+from pytest_mlpbench.architectures.subprocesses import exit_reason
+from pytest_mlpbench.options import Option, positive_int
+
+MAX_WORKERS = Option("metaflow_max_workers", "Tasks Metaflow runs at once, its run --max-workers (default: "
+                     "Metaflow's own, 16).", positive_int, None, "N")
 
 
 class MetaflowLocal(Architecture):
     name = "metaflow-local"
+    options = (MAX_WORKERS,)
     datastore = "local"
     #: Remote tasks see neither the harness's event file nor its artifact directory.
     ship_files = False
 
-    def __init__(self, options=None):
-        super().__init__(options)
+    def __init__(self, settings=None):
+        super().__init__(settings)
         self.dir: Path | None = None
 
     def option(self, name: str, default=None):
-        return self.options.get(name, default) if self.options is not None else default
+        return self.settings.get(name, default) if self.settings is not None else default
 
     def check(self) -> None:
         if importlib.util.find_spec("metaflow") is None:

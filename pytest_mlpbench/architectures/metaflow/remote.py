@@ -11,8 +11,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from ..base import Unavailable
-from .local import MetaflowLocal
+from pytest_mlpbench.architectures.base import Unavailable
+from pytest_mlpbench.architectures.metaflow.local import MAX_WORKERS, MetaflowLocal
+from pytest_mlpbench.options import Option
 
 
 def metaflow_setting(name: str) -> str | None:
@@ -40,6 +41,19 @@ def aws_credentials_method() -> str | None:
         if provider.load() is not None:
             return provider.METHOD
     return None
+
+
+S3_ROOT = Option("metaflow_s3_root", "S3 datastore root of metaflow-kubernetes and metaflow-batch, e.g. "
+                 "s3://bucket/metaflow (default: Metaflow's METAFLOW_DATASTORE_SYSROOT_S3).", str, None, "S3URI")
+IMAGE = Option("metaflow_image", "Container image of the remote Metaflow tasks; it must have pytest-mlpbench and the "
+               "workloads installed (default: Metaflow's METAFLOW_KUBERNETES_CONTAINER_IMAGE or "
+               "METAFLOW_BATCH_CONTAINER_IMAGE).", str, None, "IMAGE")
+KUBE_CONTEXT = Option("metaflow_kube_context", "kubeconfig context of metaflow-kubernetes (default: the current "
+                      "context of $KUBECONFIG or ~/.kube/config).", str, None, "NAME")
+KUBE_NAMESPACE = Option("metaflow_kube_namespace", "Kubernetes namespace of metaflow-kubernetes (default: Metaflow's "
+                        "METAFLOW_KUBERNETES_NAMESPACE, else default).", str, None, "NAME")
+BATCH_QUEUE = Option("metaflow_batch_queue", "AWS Batch job queue of metaflow-batch (default: Metaflow's "
+                     "METAFLOW_BATCH_JOB_QUEUE).", str, None, "QUEUE")
 
 
 class _RemoteMetaflow(MetaflowLocal):
@@ -96,6 +110,7 @@ class _RemoteMetaflow(MetaflowLocal):
 
 class MetaflowKubernetes(_RemoteMetaflow):
     name = "metaflow-kubernetes"
+    options = (MAX_WORKERS, S3_ROOT, IMAGE, KUBE_CONTEXT, KUBE_NAMESPACE)
     decorator = "kubernetes"
     image_setting = "KUBERNETES_CONTAINER_IMAGE"
 
@@ -150,6 +165,7 @@ class MetaflowKubernetes(_RemoteMetaflow):
 
 class MetaflowBatch(_RemoteMetaflow):
     name = "metaflow-batch"
+    options = (MAX_WORKERS, S3_ROOT, IMAGE, BATCH_QUEUE)
     decorator = "batch"
     image_setting = "BATCH_CONTAINER_IMAGE"
 

@@ -1,0 +1,307 @@
+"""``mlflow``: each workload as an MLflow Project (an ``MLproject`` with one
+entry point per step, each running ``python -m pytest_mlpbench.step``), its
+steps run in dependency order with ``mlflow.projects.run(env_manager="local")``,
+each step an MLflow run nested under a parent run per benchmark run: MLflow's
+multistep-workflow pattern. Tracking goes to a SQLite store in the session's
+directory; telemetry is off.
+
+Steps run synchronously in the test process, as a driver script would run
+them; the tasks of a fan-out step are submitted with ``synchronous=False``
+(MLflow then starts one ``mlflow run`` process per task) and run side by side,
+or with ``--mlpbench-mlflow-fanout=serial`` synchronously one after another.
+The tracking URI and the step environment are set only while a run is under
+way and put back after, so nothing else in the test process sees them.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shlex
+import subprocess
+import sys
+import threading
+from importlib import metadata
+from pathlib import Path
+
+import psutil
+
+from pytest_mlpbench.architectures.base import Architecture, RunFailed, RunTimeout, Unavailable, kill_group
+from pytest_mlpbench.architectures.subprocesses import task_failure
+from pytest_mlpbench.model.workload import fanout_items, step_inputs
+from pytest_mlpbench.options import Option, choice
+from pytest_mlpbench.sinks.mlflow import TELEMETRY_OFF, environ, import_mlflow
+from pytest_mlpbench.step import write_json_atomic
+from pytest_mlpbench.step.events import read_events
+
+PARENT_TAG = "mlflow.parentRunId"
+
+
+FANOUT = Option("mlflow_fanout", "How the mlflow architecture runs the tasks of a fan-out step: concurrent "
+                "(mlflow.projects.run(synchronous=False): one `mlflow run` process per task, side by side) or serial "
+                "(synchronous=True, one after another) (default: concurrent).",
+                choice("concurrent", "serial"), "concurrent", "MODE")
+
+
+class MlflowProjects(Architecture):
+    name = "mlflow"
+    options = (FANOUT,)
+
+    def check(self):
+        try:
+            metadata.version("mlflow")
+        except metadata.PackageNotFoundError:
+            raise Unavailable("mlflow: MLflow is not installed; pip install mlflow") from None
+
+    def versions(self):
+        return {"mlflow": metadata.version("mlflow")}
+
+    def open(self, session_dir):
+        self.dir = Path(session_dir)
+        self.uri = f"sqlite:///{self.dir / 'mlflow.db'}"
+        self.projects: dict[str, Path] = {}
+        self.experiments: dict[str, str] = {}
+        mlflow = import_mlflow()
+        with tracking(self.uri, {}):
+            # creates the store's schema now rather than in the first measured run
+            mlflow.MlflowClient().search_experiments(max_results=1)
+
+    def run(self, workload, run):
+        mlflow = import_mlflow()
+        project = self._project(workload)
+        spec_file = run.dir / "spec.json"
+        spec_file.write_text(run.spec.to_json())
+        fanout = self.settings.get("mlflow_fanout", "concurrent") if self.settings else "concurrent"
+        driver = Driver(run, project, spec_file, concurrent=fanout == "concurrent")
+        with tracking(self.uri, run.env), Watchdog(run, str(spec_file)) as watchdog:
+            driver.experiment_id = self._experiment(mlflow, workload)
+            parent = mlflow.start_run(experiment_id=driver.experiment_id, run_name=run.spec.run_id,
+                                      tags={"mlpbench.run_id": run.spec.run_id, "mlpbench.scale": run.spec.scale})
+            status = "FAILED"
+            try:
+                driver.run_steps(workload, watchdog)
+                status = "FINISHED"
+            finally:
+                mlflow.end_run(status)
+                driver.collect_task_info(parent.info.run_id)
+
+    def _project(self, workload) -> Path:
+        if workload.name not in self.projects:
+            directory = self.dir / "projects" / workload.name
+            directory.mkdir(parents=True)
+            write_mlproject(directory, workload)
+            self.projects[workload.name] = directory
+        return self.projects[workload.name]
+
+    def _experiment(self, mlflow, workload) -> str:
+        if workload.name not in self.experiments:
+            name = f"mlpbench-{workload.name}"
+            client = mlflow.MlflowClient()
+            found = client.get_experiment_by_name(name)
+            self.experiments[workload.name] = found.experiment_id if found else client.create_experiment(
+                name, artifact_location=(self.dir / "mlartifacts" / workload.name).as_uri())
+        return self.experiments[workload.name]
+
+
+def write_mlproject(directory: Path, workload) -> None:
+    import yaml
+
+    python = shlex.quote(sys.executable)  # the test's interpreter: env_manager="local" means this venv
+    entry_points = {}
+    for step in workload.steps:
+        parameters = {"spec": "string", "upstream": "string", "outputs": "string"}
+        command = (f"{python} -m pytest_mlpbench.step --spec {{spec}} --step {shlex.quote(step.name)} "
+                   "--upstream-json {upstream} --outputs {outputs}")
+        if step.foreach:
+            parameters["index"] = "string"
+            command += " --index {index}"
+        entry_points[step.name] = {"parameters": parameters, "command": command}
+    text = yaml.safe_dump({"name": f"mlpbench-{workload.name}", "entry_points": entry_points}, sort_keys=False)
+    (directory / "MLproject").write_text(text)
+
+
+@contextlib.contextmanager
+def tracking(uri: str, env):
+    """Use ``uri`` as MLflow's tracking URI and ``env`` (plus the venv's
+    ``bin``, where MLflow finds the ``mlflow`` command for asynchronous runs)
+    in os.environ, which step processes inherit; restore both after."""
+    mlflow = import_mlflow()
+    from mlflow.tracking._tracking_service import utils
+
+    saved_uri = utils._tracking_uri  # None when unset: get_tracking_uri() would give the default instead
+    path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+    with environ({**env, **TELEMETRY_OFF, "PATH": path, "MLFLOW_TRACKING_URI": uri}):
+        mlflow.set_tracking_uri(uri)
+        try:
+            yield
+        finally:
+            mlflow.set_tracking_uri(saved_uri)  # None also unsets MLFLOW_TRACKING_URI; environ() then restores it
+
+
+class Driver:
+    """Runs one benchmark run's steps as MLflow project runs."""
+
+    def __init__(self, run, project: Path, spec_file: Path, concurrent: bool = True):
+        self.run = run
+        self.concurrent = concurrent
+        self.project = project
+        self.spec_file = spec_file
+        self.experiment_id: str | None = None
+
+    def run_steps(self, workload, watchdog) -> None:
+        outputs: dict = {}
+        for step in workload.steps:
+            if watchdog.fired.is_set() or self.run.remaining_s() == 0:
+                raise RunTimeout(f"run exceeded --mlpbench-timeout={self.run.timeout_s:g}s before step {step.name!r}")
+            inputs = step_inputs(workload, step, outputs)
+            upstream_file = self.run.dir / f"{step.name}.upstream.json"
+            write_json_atomic(upstream_file, {need: outputs[need] for need in step.needs})
+            if step.foreach:
+                outputs[step.name] = self.fan_out(step, inputs, upstream_file, watchdog)
+            else:
+                outputs[step.name] = self.one(step, upstream_file, watchdog)
+
+    def params(self, step_name: str, upstream_file: Path, index: int | None = None) -> tuple[dict, Path]:
+        suffix = "" if index is None else f".{index}"
+        out = self.run.dir / f"{step_name}{suffix}.outputs.json"
+        params = {"spec": str(self.spec_file), "upstream": str(upstream_file), "outputs": str(out)}
+        if index is not None:
+            params["index"] = str(index)
+        return params, out
+
+    def submit(self, step_name: str, params: dict, synchronous: bool):
+        import mlflow.projects
+
+        name = step_name if "index" not in params else f"{step_name}[{params['index']}]"
+        return mlflow.projects.run(str(self.project), entry_point=step_name, parameters=params,
+                                   experiment_id=self.experiment_id, env_manager="local",
+                                   synchronous=synchronous, run_name=name)
+
+    def one(self, step, upstream_file: Path, watchdog, index: int | None = None) -> dict:
+        from mlflow.exceptions import ExecutionException
+
+        params, out = self.params(step.name, upstream_file, index)
+        submitted: list = []
+        try:
+            with waited_on(submitted):
+                self.submit(step.name, params, synchronous=True)
+        except ExecutionException as exc:
+            if watchdog.fired.is_set():
+                raise RunTimeout(f"run exceeded --mlpbench-timeout={self.run.timeout_s:g}s in step {step.name!r}")
+            code = getattr(getattr(submitted[-1], "command_proc", None), "returncode", None) if submitted else None
+            if code is None:
+                raise RunFailed(f"step {step.name!r}: {exc}{self.step_error(step.name)}") from None
+            raise RunFailed(f"{task_failure(self.run, step.name, index, code)}; MLflow: {exc}") from None
+        return read_json(out)
+
+    def fan_out(self, step, inputs, upstream_file: Path, watchdog) -> list[dict]:
+        indices = range(len(fanout_items(step, inputs)))
+        if not self.concurrent:
+            return [self.one(step, upstream_file, watchdog, index) for index in indices]
+        tasks = [self.params(step.name, upstream_file, i) for i in indices]
+        submitted = []
+        try:
+            for params, _ in tasks:
+                submitted.append(self.submit(step.name, params, synchronous=False))
+                submitted[-1].mlpbench_index = params["index"]
+            for task in submitted:
+                self.wait(step.name, task)
+        finally:
+            for task in submitted:
+                kill_group(task.command_proc)  # `mlflow run` leads its own process group
+        return [read_json(out) for _, out in tasks]
+
+    def wait(self, step_name: str, task) -> None:
+        try:
+            rc = task.command_proc.wait(timeout=self.run.remaining_s())
+        except subprocess.TimeoutExpired:
+            raise RunTimeout(f"run exceeded --mlpbench-timeout={self.run.timeout_s:g}s in step {step_name!r}") from None
+        if rc != 0:
+            index = int(task_index) if (task_index := getattr(task, "mlpbench_index", None)) is not None else None
+            raise RunFailed(f"{task_failure(self.run, step_name, index, rc, 'its `mlflow run` process')}; "
+                            f"MLflow run {task.run_id}")
+
+    def step_error(self, step_name: str) -> str:
+        """The step's own error, from its event, when it got that far."""
+        errors = [e.get("error") for e in read_events(self.run.spec.events, self.run.spec.run_id)
+                  if e["step"] == step_name and e.get("outcome") == "failed"]
+        return f": {errors[-1]}" if errors and errors[-1] else ""
+
+    def collect_task_info(self, parent_id: str) -> None:
+        """MLflow's own times of every step run: created (launch delay) and ended."""
+        from mlflow import MlflowClient
+        from mlflow.exceptions import MlflowException
+
+        try:
+            children = MlflowClient().search_runs([self.experiment_id], f"tags.`{PARENT_TAG}` = '{parent_id}'")
+        except MlflowException:
+            return  # metadata only: the run's outcome stands without it
+        for child in children:
+            step = child.data.tags.get("mlflow.project.entryPoint")
+            index = child.data.params.get("index")
+            info = {"created_ns": child.info.start_time * 10**6, "mlflow_run_id": child.info.run_id,
+                    "mlflow_status": child.info.status}
+            if child.info.end_time:
+                info["finished_ns"] = child.info.end_time * 10**6
+            self.run.add_task_info(step, None if index is None else int(index), **info)
+
+
+_WAIT_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def waited_on(found: list):
+    """Keep what a synchronous ``mlflow.projects.run`` waits on: its error
+    ("Run (ID ...) failed") leaves out how the step's process ended."""
+    import mlflow.projects as projects
+
+    with _WAIT_LOCK:
+        original = projects._wait_for
+
+        def wait_for(submitted_run):
+            found.append(submitted_run)
+            return original(submitted_run)
+
+        projects._wait_for = wait_for
+        try:
+            yield
+        finally:
+            projects._wait_for = original
+
+
+def read_json(path: Path) -> dict:
+    return json.loads(path.read_text())
+
+
+class Watchdog:
+    """Kills the run's step processes at the run's deadline: a synchronous
+    ``mlflow.projects.run`` waits without a limit, on a process it started in
+    the test's own process group."""
+
+    def __init__(self, run, marker: str):
+        self.run = run
+        self.marker = marker  # a string in every step process's command line
+        self.fired = threading.Event()
+        self._timer: threading.Timer | None = None
+
+    def __enter__(self):
+        remaining = self.run.remaining_s()
+        if remaining is not None:
+            self._timer = threading.Timer(remaining, self.kill)
+            self._timer.daemon = True
+            self._timer.start()
+        return self
+
+    def __exit__(self, *exc):
+        if self._timer:
+            self._timer.cancel()
+
+    def kill(self) -> None:
+        self.fired.set()
+        for proc in psutil.Process().children(recursive=True):
+            try:
+                if self.marker in " ".join(proc.cmdline()):
+                    for victim in [proc, *proc.children(recursive=True)]:
+                        victim.kill()
+            except psutil.Error:
+                pass

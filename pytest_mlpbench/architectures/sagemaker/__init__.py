@@ -1,0 +1,1 @@
+"""SageMaker Pipelines: on AWS, and its processing containers on a local engine."""

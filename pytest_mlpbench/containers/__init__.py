@@ -1,6 +1,0 @@
-"""A container engine and a locally built image for the container-per-step
-architectures (``kubeflow-docker``, ``sagemaker-local``)."""
-from .engine import Engine, open_engine
-from .image import ensure_image
-
-__all__ = ["Engine", "open_engine", "ensure_image"]

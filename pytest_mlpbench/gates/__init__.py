@@ -1,0 +1,1 @@
+"""Regression gates on saved pytest-benchmark history."""

@@ -1,0 +1,95 @@
+"""pytest hooks of the regression gates: collect the gates (options, ini,
+``mlpbench_fail`` markers), read the saved history before this session saves
+its own run, and judge every benchmark at session end."""
+from __future__ import annotations
+
+import pytest
+
+from pytest_mlpbench.gates.history import History
+from pytest_mlpbench.gates.options import OPTIONS
+from pytest_mlpbench.gates.spec import Gate, GateError, parse_gates
+from pytest_mlpbench.gates.stats import require_scipy
+from pytest_mlpbench.gates.storage import Store
+from pytest_mlpbench.gates.table import table
+from pytest_mlpbench.gates.verdict import SAVE_HINT, Verdict, evaluate, recorded_figures
+from pytest_mlpbench.options import Settings
+
+MARKER = ("mlpbench_fail(*expressions): regression gates METRIC:STAT:THRESHOLD for this benchmark only, "
+          "added to --mlpbench-fail, e.g. @pytest.mark.mlpbench_fail('overhead_s:median:+20%')")
+
+
+class GatePlugin:
+    def __init__(self, config: pytest.Config, settings: Settings | None = None):
+        self.config = config
+        self.settings = settings or Settings.from_config(config, OPTIONS)
+        self.marked: dict[str, list[Gate]] = {}
+        self.history: History | None = None
+        self.verdicts: list[Verdict] = []
+        self.problems: list[str] = []
+        self.off: str | None = None  # why gates that were asked for are not evaluated
+        config.addinivalue_line("markers", MARKER)
+
+    def gates_for(self, nodeid: str) -> list[Gate]:
+        gates = {g.text: g for g in self.settings.fail + self.marked.get(nodeid, [])}
+        return list(gates.values())
+
+    def pytest_collection_modifyitems(self, items: list[pytest.Item]) -> None:
+        for item in items:
+            texts = [t for mark in item.iter_markers("mlpbench_fail") for t in mark.args]
+            if texts:
+                try:
+                    self.marked[item.nodeid] = parse_gates(texts, f"{item.nodeid}: mlpbench_fail marker")
+                except GateError as exc:
+                    raise pytest.UsageError(str(exc)) from None
+
+    def pytest_collection_finish(self, session: pytest.Session) -> None:
+        """Read the history now: at session end pytest-benchmark has already saved this run."""
+        if not (self.settings.fail or self.marked):
+            return
+        bench = getattr(self.config, "_benchmarksession", None)
+        if bench is None or bench.disabled or bench.skip:
+            self.off = "pytest-benchmark is " + ("skipping benchmarks" if bench and bench.skip else "disabled")
+            return
+        try:
+            require_scipy()
+            store = Store.of(bench.storage, bench.machine_id)
+            self.history = History.load(store, self.settings.baseline, self.settings.history,
+                                        self.settings.compare_unlike)
+        except GateError as exc:
+            raise pytest.UsageError(f"mlpbench gates: {exc}") from None
+
+    def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        if self.history is None:
+            return
+        bench = self.config._benchmarksession
+        current = {b.fullname: {"extra_info": b.extra_info} for b in bench.benchmarks if not b.has_error}
+        machine_info = bench.get_machine_info() if current and self.history.runs else None
+        self.verdicts = evaluate(current, self.history, self.gates_for, self.settings.alpha, machine_info)
+        ran = [v for v in self.verdicts if v.status != "missing"]
+        for metric in sorted({v.gate.metric for v in self.verdicts} - {v.gate.metric for v in ran}):
+            if ran:
+                self.problems.append(f"no benchmark recorded {metric!r}; recorded figures: "
+                                     f"{', '.join(recorded_figures(current))}")
+        self.problems += [f"{v.gate.text} failed: {v.message()}" for v in self.verdicts if v.failed]
+        if self.problems and session.exitstatus in (pytest.ExitCode.OK, pytest.ExitCode.NO_TESTS_COLLECTED):
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+    @pytest.hookimpl(trylast=True)  # last, so the verdicts are next to pytest's exit line
+    def pytest_terminal_summary(self, terminalreporter) -> None:
+        if self.off:
+            terminalreporter.write_line(f"mlpbench gates: not evaluated: {self.off}, so no run is saved or compared",
+                                        yellow=True, bold=True)
+        if self.history is None:
+            return
+        tr = terminalreporter
+        runs, pooled = self.history.runs, self.history.history
+        where = runs[-1].label + (f" and up to {pooled - 1} earlier" if pooled > 1 else "") if runs else "none"
+        tr.write_sep("-", f"mlpbench gates (baseline: {where}; alpha {self.settings.alpha:g})")
+        if not runs:
+            bench = self.config._benchmarksession
+            saving = "this run is saved as the first" if bench.save or bench.autosave else SAVE_HINT
+            tr.write_line(f"mlpbench gates: no baseline yet in {self.history.where}; {saving}; gates pass")
+        for line in table(self.verdicts):
+            tr.write_line(line)
+        for problem in self.problems:
+            tr.write_line(f"mlpbench gate: {problem}", red=True, bold=True)

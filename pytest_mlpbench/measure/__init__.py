@@ -1,0 +1,1 @@
+"""What a run costs: the monitor, cgroups and the run record built from them."""

@@ -1,0 +1,1 @@
+"""Where a workload is defined: workloads, steps, run specs and the shape of their DAG."""

@@ -1,0 +1,205 @@
+"""The workload model: a small DAG of steps that any architecture can run.
+
+A step is a function ``fn(ctx, **inputs) -> dict``. Its inputs are the merged
+outputs of the steps it needs; outputs are small JSON values or paths of files
+under ``ctx.artifacts``, never live objects, so they can cross processes.
+
+Fan-out: a step with ``foreach="shards"`` runs once per element of the list
+its inputs hold under ``shards``; each task gets that element as ``item`` (and
+its position as ``ctx.index``). A step that needs a fan-out step receives each
+of that step's output keys as a list, one value per task, in task order.
+"""
+from __future__ import annotations
+
+import importlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+SCALES = ("smoke", "small", "full")
+
+
+class WorkloadError(Exception):
+    """A workload definition or a step's inputs are wrong."""
+
+
+@dataclass(frozen=True)
+class Step:
+    """``fn`` is the function or its ``"module:function"`` path; a path keeps
+    the workload light to import and lets the step's own imports (torch...)
+    happen before the step's clock starts, as a fresh process must."""
+
+    name: str
+    fn: Callable[..., dict] | str
+    needs: tuple[str, ...] = ()
+    foreach: str | None = None
+
+    def resolve(self) -> Callable[..., dict]:
+        if callable(self.fn):
+            return self.fn
+        module_name, _, attr = self.fn.partition(":")
+        try:
+            return getattr(importlib.import_module(module_name), attr)
+        except (ImportError, AttributeError) as exc:
+            raise WorkloadError(f"step {self.name!r}: cannot import {self.fn!r}: {exc}") from exc
+
+
+@dataclass(frozen=True)
+class Workload:
+    """A named DAG of steps with per-scale parameters.
+
+    ``ref`` is the import path (``"package.module:ATTRIBUTE"``) by which a
+    step process finds this workload again; ``marker`` is the pytest marker
+    that selects its benchmarks (``training`` or ``inference``).
+    """
+
+    name: str
+    ref: str
+    steps: tuple[Step, ...]
+    scales: Mapping[str, Mapping[str, Any]]
+    marker: str = "training"
+    builtin: bool = False
+    #: Options of this workload (:class:`pytest_mlpbench.options.Option` with
+    #: ``param``): set, each overrides that parameter of every scale.
+    options: tuple = ()
+
+    def __post_init__(self):
+        names = [s.name for s in self.steps]
+        if len(set(names)) != len(names):
+            raise WorkloadError(f"workload {self.name!r}: duplicate step names in {names}")
+        seen: set[str] = set()
+        for step in self.steps:
+            unknown = [n for n in step.needs if n not in seen]
+            if unknown:
+                raise WorkloadError(
+                    f"workload {self.name!r}: step {step.name!r} needs {unknown}, "
+                    "which must be declared before it"
+                )
+            if step.foreach and not step.needs:
+                raise WorkloadError(f"workload {self.name!r}: fan-out step {step.name!r} needs an upstream step")
+            seen.add(step.name)
+        for opt in self.options:
+            if not getattr(opt, "param", None):
+                raise WorkloadError(f"workload {self.name!r}: option {opt.name!r} names no param to set")
+        missing = [s for s in SCALES if s not in self.scales]
+        if missing:
+            raise WorkloadError(f"workload {self.name!r}: no parameters for scales {missing}")
+
+    def step(self, name: str) -> Step:
+        for step in self.steps:
+            if step.name == name:
+                return step
+        raise WorkloadError(f"workload {self.name!r} has no step {name!r}")
+
+    def edges(self) -> list[tuple[str, str]]:
+        return [(need, step.name) for step in self.steps for need in step.needs]
+
+    def downstream(self, name: str) -> list[str]:
+        return [s.name for s in self.steps if name in s.needs]
+
+
+@dataclass
+class RunSpec:
+    """Everything a step needs to know about its run; travels as JSON."""
+
+    workload: str  # import ref of the Workload
+    scale: str
+    run_id: str
+    artifacts: str
+    events: str
+    params: dict = field(default_factory=dict)
+    traceparent: str | None = None
+
+    def to_json(self) -> str:
+        return json.dumps(self.__dict__, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> "RunSpec":
+        return cls(**json.loads(text))
+
+
+@dataclass
+class StepContext:
+    """What a step function sees besides its inputs."""
+
+    spec: RunSpec
+    step: str
+    index: int | None
+    metrics: dict = field(default_factory=dict)
+
+    @property
+    def artifacts(self) -> Path:
+        return Path(self.spec.artifacts)
+
+    @property
+    def scale(self) -> str:
+        return self.spec.scale
+
+    @property
+    def params(self) -> dict:
+        """The scale's parameters, overridden by the run's own."""
+        return {**load_workload(self.spec.workload).scales[self.spec.scale], **self.spec.params}
+
+    def metric(self, name: str, value: float) -> None:
+        """Record a figure of the workload itself (accuracy, BLEU...) in the run record."""
+        self.metrics[name] = float(value)
+
+
+def load_workload(ref: str) -> Workload:
+    """Import a workload by its ``module:attribute`` reference."""
+    module_name, _, attr = ref.partition(":")
+    try:
+        workload = getattr(importlib.import_module(module_name), attr or "WORKLOAD")
+    except (ImportError, AttributeError) as exc:
+        raise WorkloadError(f"cannot import workload {ref!r}: {exc}") from exc
+    if not isinstance(workload, Workload):
+        raise WorkloadError(f"{ref!r} is a {type(workload).__name__}, not a Workload")
+    return workload
+
+
+def step_inputs(workload: Workload, step: Step, outputs: Mapping[str, Any]) -> dict:
+    """Merge the outputs of ``step``'s upstream steps into its keyword inputs.
+
+    ``outputs`` maps a step name to its output dict, or to the list of its
+    tasks' output dicts for a fan-out step.
+    """
+    inputs: dict = {}
+    for need in step.needs:
+        produced = outputs[need]
+        if isinstance(produced, list):
+            keys = produced[0].keys() if produced else ()
+            produced = {key: [task[key] for task in produced] for key in keys}
+        clash = inputs.keys() & produced.keys()
+        if clash:
+            raise WorkloadError(f"step {step.name!r}: inputs {sorted(clash)} come from more than one upstream step")
+        inputs.update(produced)
+    return inputs
+
+
+def fanout_items(step: Step, inputs: Mapping[str, Any]) -> list:
+    """The elements a fan-out step runs over."""
+    items = inputs.get(step.foreach)
+    if not isinstance(items, list):
+        raise WorkloadError(
+            f"fan-out step {step.name!r} expects a list under input {step.foreach!r}, got {type(items).__name__}"
+        )
+    return items
+
+
+def task_inputs(step: Step, inputs: Mapping[str, Any], index: int) -> dict:
+    """The inputs of task ``index`` of a fan-out step."""
+    rest = {k: v for k, v in inputs.items() if k != step.foreach}
+    return {**rest, "item": fanout_items(step, inputs)[index]}
+
+
+def directory_bytes(path: str | os.PathLike) -> int:
+    total = 0
+    for root, _dirs, files in os.walk(path):
+        for name in files:
+            try:
+                total += os.lstat(os.path.join(root, name)).st_size
+            except OSError:
+                pass
+    return total

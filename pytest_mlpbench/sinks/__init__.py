@@ -1,0 +1,1 @@
+"""Where results go beside the JSON: OpenTelemetry, an OTLP file, MLflow."""
