@@ -1,0 +1,1 @@
+"""What a session leaves: run records, tables, the report and its plots."""
