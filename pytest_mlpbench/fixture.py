@@ -18,10 +18,7 @@ from pytest_mlpbench.architectures import RunFailed, Unavailable
 from pytest_mlpbench.measure.record import FIGURES, OPTIONAL_FIGURES, RunRecord
 from pytest_mlpbench.results.tables import medians
 from pytest_mlpbench.session import BenchSession, LiveRun
-
-XDIST_REASON = ("mlpbench does not run under pytest-xdist (-n) yet: pytest-benchmark disables itself there and the "
-                "workers' records would not be merged; run the benchmarks without -n")
-
+from pytest_mlpbench.workers import benchmark_data
 
 class MlpBench:
     def __init__(self, session: BenchSession, arch_name: str, benchmark, config: pytest.Config | None = None):
@@ -40,8 +37,6 @@ class MlpBench:
             arch.check_workload(work)
         except Unavailable as exc:
             pytest.skip(str(exc))
-        if self.config is not None and hasattr(self.config, "workerinput"):
-            pytest.skip(XDIST_REASON)
         self.benchmark.group = work.name
         rounds = _Rounds(self, arch, work, params)
         try:
@@ -62,6 +57,8 @@ class MlpBench:
         if len(self.records) != session.settings.rounds:  # cannot pass without its measured rounds
             pytest.fail(f"{self.arch_name} / {workload}: {len(self.records)} rounds measured, "
                         f"{session.settings.rounds} expected", pytrace=False)
+        if session.role == "worker":
+            session.benchmarks.append(benchmark_data(self.benchmark, self.records))
         return self.records
 
     def progress(self, line: str) -> None:
@@ -109,6 +106,8 @@ class _Rounds:
             (live,), _ = self.start()
             live.execute()
             self.finish(live)
+        if self.bench.session.role == "worker":
+            return  # the controller puts them in pytest-benchmark's JSON and gates
         self.bench.progress(f"mlpbench: pytest-benchmark is disabled, so mlpbench timed the {self.settings.rounds} "
                             f"rounds itself: in {self.bench.session.results.dir}, not in pytest-benchmark's JSON or gates")
 

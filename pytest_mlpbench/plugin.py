@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_mlpbench import hookspec
+from pytest_mlpbench import hookspec, workers
 from pytest_mlpbench.architectures import Unavailable
 from pytest_mlpbench.fixture import MlpBench
 from pytest_mlpbench.gates.options import OPTIONS as GATE_OPTIONS
@@ -53,6 +53,7 @@ def everything(parser=None) -> Registry:
     options.add(CORE, "pytest-mlpbench")
     options.add(GATE_OPTIONS, "the gates")
     options.add(SINK_OPTIONS, "the sinks")
+    options.add(workers.OPTIONS, "pytest-mlpbench under pytest-xdist")
     registry = Registry.builtin(options)
     registry.add_entry_points()
     return registry
@@ -73,12 +74,22 @@ def pytest_configure(config):
     results = Path(settings.results)
     if not results.is_absolute():
         results = Path(config.invocation_params.dir) / results
+    if workers.is_worker(config):  # its own files; the controller merges them
+        results = results / "workers" / config.workerinput["workerid"]
     session = BenchSession(settings, registry, results)
     try:
         session.results.check()
     except ResultsError as exc:
         raise pytest.UsageError(f"--mlpbench-results: {exc}") from None
     config.stash[SESSION] = session
+    if workers.is_worker(config):
+        session.role, session.cores = "worker", workers.pin_worker(config)
+    elif workers.is_controller(config):
+        if settings.otel != "none" or settings.otel_file or settings.mlflow_uri:
+            raise pytest.UsageError("--mlpbench-otel, --mlpbench-otel-file and --mlpbench-mlflow-uri: not yet under "
+                                    "pytest-xdist (-n): each worker would export its own; run without -n")
+        session.role = "controller"
+        config.pluginmanager.register(workers.Controller(config, session), "mlpbench-controller")
     if settings.mlflow_uri:
         config.pluginmanager.register(MlflowResults.checked(config, settings.mlflow_uri, session), "mlpbench-mlflow")
 
@@ -131,7 +142,8 @@ def mlpbench(request, benchmark, mlpbench_arch):
 def pytest_benchmark_update_machine_info(config, machine_info):
     session = config.stash.get(SESSION, None)
     if session:
-        machine_info["mlpbench"] = {"versions": session.versions(), "cpu_count": os.cpu_count()}
+        machine_info["mlpbench"] = {"versions": session.versions(), "cpu_count": os.cpu_count(),
+                                    "cores": session.worker_cores or sorted(os.sched_getaffinity(0))}
 
 
 def pytest_terminal_summary(terminalreporter, config):
@@ -152,6 +164,14 @@ def pytest_runtest_teardown(item):
     bench = item.config.stash.get(SESSION, None)
     if bench and bench.telemetry:
         bench.telemetry.flush()  # between tests, never while a run is measured
+
+
+@pytest.hookimpl(tryfirst=True, specname="pytest_sessionfinish")
+def pytest_send_to_controller(session):  # pytest reads only names that start with pytest_
+    """A worker's results go to the controller (xdist sends them when its own hook runs)."""
+    bench = session.config.stash.get(SESSION, None)
+    if bench and bench.role == "worker":
+        workers.send_results(session.config, bench)
 
 
 @pytest.hookimpl(trylast=True)

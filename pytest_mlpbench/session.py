@@ -32,6 +32,11 @@ class BenchSession:
         self.results = ResultsWriter(results_dir)
         self.records: list[RunRecord] = []
         self.problems: list[str] = []  # what went wrong outside any test, shown at the end
+        #: Under pytest-xdist: "worker" (records go to the controller) or "controller" (writes the results).
+        self.role: str | None = None
+        self.cores: list[int] = []  # a worker's pinned cores
+        self.worker_cores: list[list[int]] = []  # the controller's plan: each local worker's cores
+        self.benchmarks: list[dict] = []  # a worker's benchmarks, for the controller's pytest-benchmark JSON
         self._architectures: dict[str, Architecture] = {}
         self._unavailable: dict[str, str] = {}
         self._warmed: set[tuple[str, str]] = set()
@@ -154,6 +159,7 @@ class BenchSession:
             outcome=live.outcome,
             error=live.error,
         )
+        record.cores = self.cores
         self.records.append(record)
         if self.telemetry:
             self.telemetry.add_run(record, events, usage.samples, spec.traceparent)
@@ -171,12 +177,22 @@ class BenchSession:
             arch.close()
         self._warmed.clear()  # a reopened architecture warms up again
 
+    def add_worker_line(self, line: dict) -> None:
+        """The controller's side of a worker's run: its record, as the worker wrote it."""
+        record = RunRecord(**{k: v for k, v in line.items() if k != "series"})
+        self.records.append(record)
+        try:
+            self.results.add_line(line)
+        except OSError as exc:
+            self.problems.append(f"{record.run_id}: measured on a worker, but not saved: {exc}")
+
     def close(self) -> None:
         self.close_architectures()
         if self.telemetry:
             self.telemetry.shutdown()
         try:
-            self.results.write_summaries(self.records)
+            if self.role != "worker":  # the controller writes the summaries of every worker's runs
+                self.results.write_summaries(self.records)
         except OSError as exc:
             self.problems.append(f"the session's summaries were not written: {exc}")
         if self._session_dir:

@@ -44,10 +44,3 @@ def test_skipped_benchmarks_are_skips_with_the_reason(bench):
     result.assert_outcomes(skipped=1)
     result.stdout.fnmatch_lines(["*--benchmark-skip*"])
     assert not (bench.path / "results" / "runs.jsonl").exists()
-
-
-def test_under_xdist_benchmarks_skip_with_the_reason(bench):
-    bench.tests()
-    result = bench.run("--mlpbench-arch=inprocess,subprocess", "-n", "2", "-rs")
-    result.assert_outcomes(skipped=2)
-    result.stdout.fnmatch_lines(["*does not run under pytest-xdist*"])

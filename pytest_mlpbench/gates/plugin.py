@@ -43,8 +43,11 @@ class GatePlugin:
                     raise pytest.UsageError(str(exc)) from None
 
     def pytest_collection_finish(self, session: pytest.Session) -> None:
+        self.load_history()
+
+    def load_history(self) -> None:
         """Read the history now: at session end pytest-benchmark has already saved this run."""
-        if not (self.settings.fail or self.marked):
+        if self.history is not None or not (self.settings.fail or self.marked):
             return
         bench = getattr(self.config, "_benchmarksession", None)
         if bench is None or bench.disabled or bench.skip:

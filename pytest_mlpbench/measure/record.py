@@ -62,6 +62,8 @@ class RunRecord:
     gaps: dict[str, float] = field(default_factory=dict)
     metrics: dict[str, float] = field(default_factory=dict)
     steps: list[dict[str, Any]] = field(default_factory=list)
+    #: The cores the run was pinned to (a pytest-xdist worker's); empty: not pinned.
+    cores: list[int] = field(default_factory=list)
 
     def figures(self) -> dict[str, float]:
         """The scalar figures, the workload's own metrics included."""

@@ -85,6 +85,11 @@ class ResultsWriter:
         _mkdir(series.parent)
         write_atomic(series, to_csv([asdict(s) for s in samples], ["t_s", "cpu_percent", "rss_bytes", "processes"]))
 
+    def add_line(self, line: dict) -> None:
+        """A run's line as another process wrote it (a worker's): its series stays where that process wrote it."""
+        _mkdir(self.dir)
+        append_line(self.dir / "runs.jsonl", json.dumps(line, sort_keys=True))
+
     def keep_artifacts(self, run_id: str, artifacts: str) -> None:
         shutil.copytree(artifacts, self.dir / "artifacts" / run_id, dirs_exist_ok=True)
 
