@@ -124,7 +124,8 @@ def pin_worker(config: pytest.Config) -> list[int]:
 
 def send_results(config: pytest.Config, session) -> None:
     """What the controller merges: each run's line, as the worker wrote it, and each benchmark's rounds."""
-    lines = [json.loads(line) for line in _lines(session.results.dir / "runs.jsonl")]
+    ours = {record.run_id for record in session.records}  # the file keeps earlier sessions' runs too
+    lines = [line for line in map(json.loads, _lines(session.results.dir / "runs.jsonl")) if line["run_id"] in ours]
     config.workeroutput[OUTPUT_KEY] = {"lines": lines, "benchmarks": session.benchmarks}
 
 

@@ -34,6 +34,8 @@ def test_serial_and_two_workers_give_the_same_benchmarks_and_one_merged_result(b
     assert len(set(cores.values())) == 2 and all(len(c) == 1 for c in cores.values())  # one core each, apart
     assert len({(r["architecture"], tuple(r["cores"])) for r in runs}) == 2  # each architecture on one worker
     assert (bench.path / "results" / "summary.md").is_file()
+    bench.run(ARCHS, "--mlpbench-rounds=2", "--mlpbench-scale=smoke", "-n", "2").assert_outcomes(passed=4)
+    assert len(bench.runs()) == 2 * len(runs)  # a worker sends this session's runs, not its file's earlier ones
 
 
 def test_gates_judge_the_merged_rounds_once(bench):
