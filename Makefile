@@ -9,9 +9,9 @@ PYTEST_ARGS ?=
 
 .PHONY: system install bench test clean
 
-system:  # PostgreSQL for the Airflow tests; Podman, runc, debootstrap and Compose for the container architectures
+system:  # PostgreSQL for the Airflow tests; Podman, runc, debootstrap and Compose for the container architectures; the OpenSSH server for the remote xdist worker test
 	apt-get update -qq
-	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql podman runc debootstrap docker-compose >/dev/null
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql podman runc debootstrap docker-compose openssh-server >/dev/null
 
 install: $(VENV)/.installed
 

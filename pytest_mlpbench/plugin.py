@@ -74,23 +74,20 @@ def pytest_configure(config):
     results = Path(settings.results)
     if not results.is_absolute():
         results = Path(config.invocation_params.dir) / results
-    if workers.is_worker(config):  # its own files; the controller merges them
+    role = "worker" if workers.is_worker(config) else "controller" if workers.is_controller(config) else None
+    if role == "worker":  # its own files; the controller merges them
         results = results / "workers" / config.workerinput["workerid"]
-    session = BenchSession(settings, registry, results)
+    session = BenchSession(settings, registry, results, role, workers.worker_id(config))
     try:
         session.results.check()
     except ResultsError as exc:
         raise pytest.UsageError(f"--mlpbench-results: {exc}") from None
     config.stash[SESSION] = session
-    if workers.is_worker(config):
-        session.role, session.cores = "worker", workers.pin_worker(config)
-    elif workers.is_controller(config):
-        if settings.otel != "none" or settings.otel_file or settings.mlflow_uri:
-            raise pytest.UsageError("--mlpbench-otel, --mlpbench-otel-file and --mlpbench-mlflow-uri: not yet under "
-                                    "pytest-xdist (-n): each worker would export its own; run without -n")
-        session.role = "controller"
+    if role == "worker":
+        session.cores = workers.pin_worker(config)
+    elif role == "controller":
         config.pluginmanager.register(workers.Controller(config, session), "mlpbench-controller")
-    if settings.mlflow_uri:
+    if settings.mlflow_uri and role != "worker":
         config.pluginmanager.register(MlflowResults.checked(config, settings.mlflow_uri, session), "mlpbench-mlflow")
 
 
@@ -144,6 +141,8 @@ def pytest_benchmark_update_machine_info(config, machine_info):
     if session:
         machine_info["mlpbench"] = {"versions": session.versions(), "cpu_count": os.cpu_count(),
                                     "cores": session.worker_cores or sorted(os.sched_getaffinity(0))}
+        if session.workers:
+            machine_info["mlpbench"]["workers"] = session.workers
 
 
 def pytest_terminal_summary(terminalreporter, config):

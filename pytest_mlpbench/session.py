@@ -3,47 +3,55 @@ from __future__ import annotations
 
 import shutil
 import signal
+import socket
 import tempfile
 import time
 import traceback
 import uuid
+from dataclasses import asdict
 from importlib import metadata
 from pathlib import Path
 
 from pytest_mlpbench.architectures import Architecture, RunFailed, RunTimeout, Unavailable
 from pytest_mlpbench.architectures.base import Run
 from pytest_mlpbench.measure.cgroups import Cgroup
-from pytest_mlpbench.measure.monitor import Monitor
+from pytest_mlpbench.measure.monitor import Monitor, Sample
 from pytest_mlpbench.measure.record import RunRecord, build_record
 from pytest_mlpbench.model.workload import RunSpec, Workload, directory_bytes
 from pytest_mlpbench.options import AUTO_TIMEOUT_S, Settings
 from pytest_mlpbench.registry import Registry
 from pytest_mlpbench.results.writer import ResultsWriter
-from pytest_mlpbench.step.events import read_events
+from pytest_mlpbench.step.events import new_traceparent, read_events
 
 
 VERSIONED = ["torch", "psutil", "pytest-benchmark", "metaflow", "apache-airflow", "kfp", "sagemaker", "mlflow", "dvc"]
 
 
 class BenchSession:
-    def __init__(self, settings: Settings, registry: Registry, results_dir: Path):
+    def __init__(self, settings: Settings, registry: Registry, results_dir: Path, role: str | None = None,
+                 worker: str = ""):
         self.settings = settings
         self.registry = registry
         self.results = ResultsWriter(results_dir)
         self.records: list[RunRecord] = []
         self.problems: list[str] = []  # what went wrong outside any test, shown at the end
         #: Under pytest-xdist: "worker" (records go to the controller) or "controller" (writes the results).
-        self.role: str | None = None
+        self.role = role
+        self.worker = worker  # this worker's id
+        self.host = socket.gethostname()
         self.cores: list[int] = []  # a worker's pinned cores
         self.worker_cores: list[list[int]] = []  # the controller's plan: each local worker's cores
+        self.workers: dict[str, dict] = {}  # the controller's: each worker's gateway, executable, host and cores
         self.benchmarks: list[dict] = []  # a worker's benchmarks, for the controller's pytest-benchmark JSON
+        self.outbox: list[dict] = []  # a worker's runs, whole, for the controller
         self._architectures: dict[str, Architecture] = {}
         self._unavailable: dict[str, str] = {}
         self._warmed: set[tuple[str, str]] = set()
         self._versions: dict[str, str] = {}
         self._session_dir: Path | None = None
         self.telemetry = None
-        if settings.otel != "none" or settings.otel_file:
+        self.traced = settings.otel != "none" or bool(settings.otel_file)
+        if self.traced and role != "worker":  # a worker's runs are exported by the controller
             from pytest_mlpbench.sinks.telemetry import Telemetry  # OpenTelemetry is imported only when asked for
 
             self.telemetry = Telemetry.from_settings(settings)
@@ -126,7 +134,7 @@ class BenchSession:
             artifacts=str(run_dir / "artifacts"),
             events=str(run_dir / "events.jsonl"),
             params={"data_dir": self.settings.data_dir, **option_params(self.settings, workload), **params},
-            traceparent=self.telemetry.new_traceparent() if self.telemetry else None,
+            traceparent=new_traceparent() if self.traced else None,
         )
         monitor = Monitor(self.settings.sample_interval)
         for pid in arch.watch_pids():
@@ -159,10 +167,13 @@ class BenchSession:
             outcome=live.outcome,
             error=live.error,
         )
-        record.cores = self.cores
+        record.cores, record.host, record.worker = self.cores, self.host, self.worker
         self.records.append(record)
         if self.telemetry:
             self.telemetry.add_run(record, events, usage.samples, spec.traceparent)
+        if self.role == "worker":
+            self.outbox.append({"record": record.to_dict(), "samples": [asdict(s) for s in usage.samples],
+                                "events": events, "traceparent": spec.traceparent})
         try:
             self.results.add(record, usage.samples)
             if self.settings.keep_artifacts:
@@ -177,14 +188,25 @@ class BenchSession:
             arch.close()
         self._warmed.clear()  # a reopened architecture warms up again
 
-    def add_worker_line(self, line: dict) -> None:
-        """The controller's side of a worker's run: its record, as the worker wrote it."""
-        record = RunRecord(**{k: v for k, v in line.items() if k != "series"})
+    def add_worker_run(self, run: dict) -> None:
+        """The controller's side of a run a worker measured: kept, written and exported as if measured here."""
+        record = RunRecord(**run["record"])
+        samples = [Sample(**s) for s in run["samples"]]
         self.records.append(record)
+        if self.telemetry and run["traceparent"]:
+            self.telemetry.add_run(record, run["events"], samples, run["traceparent"])
+        try:
+            self.results.add(record, samples)
+        except OSError as exc:
+            self.problems.append(f"{record.run_id}: measured on worker {record.worker}, but not saved: {exc}")
+
+    def add_worker_line(self, line: dict) -> None:
+        """A run that a worker which then died wrote to its own runs.jsonl (its series stays there)."""
+        self.records.append(RunRecord(**{k: v for k, v in line.items() if k != "series"}))
         try:
             self.results.add_line(line)
         except OSError as exc:
-            self.problems.append(f"{record.run_id}: measured on a worker, but not saved: {exc}")
+            self.problems.append(f"{line['run_id']}: measured on worker {line.get('worker')}, but not saved: {exc}")
 
     def close(self) -> None:
         self.close_architectures()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -30,6 +31,10 @@ THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"
 
 def is_worker(config: pytest.Config) -> bool:
     return hasattr(config, "workerinput")
+
+
+def worker_id(config: pytest.Config) -> str:
+    return config.workerinput["workerid"] if is_worker(config) else ""
 
 
 def is_controller(config: pytest.Config) -> bool:
@@ -56,9 +61,13 @@ class Controller:
         self.session = session
         if config.getoption("dist") == "load":  # -n N alone: keep each architecture on one worker
             config.option.dist = "loadgroup"
-        local = [spec for spec in config.getoption("tx") or [] if spec.startswith("popen")]
+        from execnet import XSpec  # pytest-xdist's, here only under xdist
+        from xdist.workermanage import parse_tx_spec_config
+
+        local = [spec for spec in map(XSpec, parse_tx_spec_config(config)) if spec.popen and not spec.via]
         self.cores = plan_cores(sorted(os.sched_getaffinity(0)), len(local), session.settings.cores_per_worker)
         session.worker_cores = list(self.cores)
+        self.started_ns = time.time_ns()
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_xdist_make_scheduler(self, config, log):
@@ -75,11 +84,22 @@ class Controller:
             def _split_scope(self, nodeid: str) -> str:
                 return architecture_of(nodeid, architectures) or super()._split_scope(nodeid)
 
+            def remove_node(self, node) -> str | None:
+                """As loadscope's, but the benchmark that crashed a worker is not
+                sent to its replacement, which it would crash again."""
+                crashed = super().remove_node(node)
+                for scope, unit in list(self.workqueue.items()):
+                    if crashed in unit:
+                        unit[crashed] = True
+                        if all(unit.values()):
+                            del self.workqueue[scope]
+                return crashed
+
         return ArchitectureScheduling(config, log)
 
     @pytest.hookimpl
     def pytest_configure_node(self, node):
-        if node.gateway.spec.popen and not node.gateway.spec.via:  # a remote host's cores are its own
+        if is_local(node):  # a remote host's cores are its own
             node.workerinput[INPUT_KEY] = self.cores.pop(0)
 
     @pytest.hookimpl(tryfirst=True)
@@ -94,12 +114,45 @@ class Controller:
 
     @pytest.hookimpl
     def pytest_testnodedown(self, node, error):
-        output = getattr(node, "workeroutput", {}).get(OUTPUT_KEY, {})
-        for line in output.get("lines", []):
-            self.session.add_worker_line(line)
+        output = getattr(node, "workeroutput", {}).get(OUTPUT_KEY)
+        if is_local(node):  # a worker that replaces a crashed one gets its cores
+            self.cores.append(node.workerinput[INPUT_KEY])
+        if output is None:
+            self.recover(node, error)
+            return
+        self.session.workers[node.gateway.id] = {"tx": tx_spec(node.gateway.spec),
+                                                 "executable": node.workerinfo.get("executable"),
+                                                 "host": output["host"], "cores": output["cores"]}
+        for run in output["runs"]:
+            self.session.add_worker_run(run)
         bench = node.config._benchmarksession
-        for data in output.get("benchmarks", []):
+        for data in output["benchmarks"]:
             bench.benchmarks.append(timed_elsewhere(data, bench.options))
+        gates = node.config.pluginmanager.get_plugin("mlpbench-gates")
+        if gates is not None and output["marked"]:  # the controller collects no tests: the workers read the marks
+            gates.add_marked(output["marked"])
+            gates.load_history()
+
+    def recover(self, node, error) -> None:
+        """A worker that died sent nothing: the runs it wrote to its own files
+        this session are kept; its benchmarks' rounds are lost, and that is said."""
+        lines = []
+        if is_local(node):
+            path = self.session.results.dir / "workers" / node.gateway.id / "runs.jsonl"
+            lines = [line for line in map(json.loads, _lines(path)) if line["submit_ns"] >= self.started_ns]
+        for line in lines:
+            self.session.add_worker_line(line)
+        self.session.problems.append(f"worker {node.gateway.id} stopped without sending its results ({error}); "
+                                     f"{len(lines)} run(s) it wrote were kept, its benchmarks are not in the JSON")
+
+
+def is_local(node) -> bool:
+    return bool(node.gateway.spec.popen and not node.gateway.spec.via)
+
+
+def tx_spec(spec) -> str:
+    """A worker's ``--tx`` as given, without the execmodel xdist adds."""
+    return "//".join(part for part in spec._spec.split("//") if not part.startswith("execmodel="))
 
 
 def architecture_of(nodeid: str, architectures: list[str]) -> str | None:
@@ -123,10 +176,11 @@ def pin_worker(config: pytest.Config) -> list[int]:
 
 
 def send_results(config: pytest.Config, session) -> None:
-    """What the controller merges: each run's line, as the worker wrote it, and each benchmark's rounds."""
-    ours = {record.run_id for record in session.records}  # the file keeps earlier sessions' runs too
-    lines = [line for line in map(json.loads, _lines(session.results.dir / "runs.jsonl")) if line["run_id"] in ours]
-    config.workeroutput[OUTPUT_KEY] = {"lines": lines, "benchmarks": session.benchmarks}
+    """What the controller merges: each run whole, each benchmark's rounds, and the benchmarks' own gates."""
+    gates = config.pluginmanager.get_plugin("mlpbench-gates")
+    marked = {nodeid: [g.text for g in found] for nodeid, found in gates.marked.items()} if gates else {}
+    config.workeroutput[OUTPUT_KEY] = {"runs": session.outbox, "benchmarks": session.benchmarks, "marked": marked,
+                                       "host": session.host, "cores": session.cores}
 
 
 def _lines(path: Path) -> list[str]:

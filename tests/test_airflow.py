@@ -24,12 +24,14 @@ import pytest
 from conftest import default_sigint
 from fakes import FAILING, FANOUT, LINEAR, SLOW
 from pytest_mlpbench.architectures import RunTimeout, Unavailable
+from pytest_mlpbench.architectures.airflow import AirflowLocal, worker_database
 from pytest_mlpbench.architectures.airflow.client import AirflowError, timestamp_ns
 from pytest_mlpbench.architectures.airflow.dags import dag_id, kubernetes_dag, local_dag
 from pytest_mlpbench.architectures.airflow.server import parse_settings, redact
 from pytest_mlpbench.architectures.base import Run
 from pytest_mlpbench.model.dag import fanout_feeds
 from pytest_mlpbench.model.workload import RunSpec, Step, Workload, WorkloadError
+from pytest_mlpbench.options import Settings
 from pytest_mlpbench.plugin import everything
 from pytest_mlpbench.session import BenchSession
 
@@ -454,3 +456,21 @@ def test_ctrl_c_while_airflow_starts_leaves_nothing_running(pytester):
     assert "KeyboardInterrupt" in output and "Traceback" not in output, output[-3000:]
     assert_all_gone(tree, ports)
 
+
+
+def test_each_xdist_worker_gets_a_database_of_its_own(postgres):
+    """Two workers' Airflows on one PostgreSQL: each its own database, made once."""
+    import psycopg
+
+    urls = [worker_database(postgres.url, worker) for worker in ("gw0", "gw1", "gw1")]
+    assert urls[0].endswith(f"/{postgres.database}_gw0") and urls[1] == urls[2] != urls[0]
+    with psycopg.connect(urls[1]) as conn:
+        assert conn.execute("SELECT current_database()").fetchone() == (f"{postgres.database}_gw1",)
+
+
+def test_a_worker_database_that_cannot_be_made_says_why(monkeypatch, tmp_path):
+    monkeypatch.setenv("PYTEST_XDIST_WORKER", "gw0")
+    arch = AirflowLocal(Settings({"airflow_db": "postgresql://u:secret@127.0.0.1:1/db", "airflow_config": None}))
+    with pytest.raises(Unavailable, match=r"each worker's Airflow needs a database of its own, and "
+                                          r"postgresql://u:\*\*\*@127\.0\.0\.1:1/db could not give one: OperationalError"):
+        arch.open(tmp_path)

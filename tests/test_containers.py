@@ -115,12 +115,22 @@ def check_linear_runs(runs: dict) -> None:
 #: module was imported from, and reads a data file of its package.
 OUTSIDE_PACKAGE = """
 import json
+import os
 from pathlib import Path
 
 from pytest_mlpbench import Step, Workload
 
 
+def cgroup_cores():  # of the container's cgroup cpuset, v1 or v2
+    for path in ("/sys/fs/cgroup/cpuset/cpuset.cpus", "/sys/fs/cgroup/cpuset.cpus.effective"):
+        if os.path.exists(path):
+            ranges = [part.partition("-") for part in Path(path).read_text().strip().split(",")]
+            return sum(int(last or first) - int(first) + 1 for first, _, last in ranges)
+    return 0
+
+
 def answer(ctx):
+    ctx.metric("cgroup_cores", float(cgroup_cores()))
     ctx.metric("from_image", float(__file__.startswith("/opt/mlpbench/outside_work/")))
     ctx.metric("answer", json.loads((Path(__file__).parent / "answer.json").read_text())["answer"])
     return {}
@@ -135,8 +145,8 @@ WORKLOAD = Workload(name="outside", ref="outside_work:WORKLOAD", steps=(Step("an
 def test_a_workload_from_outside_the_project_runs_in_its_containers(bench, tmp_path_factory):
     """The workload's package is copied into the steps' image; the step in the
     container imports it from there (the host's paths are not in the container).
-    kubeflow-docker alone: its pipelines name the image before any workload is
-    known (sagemaker-local gets the fakes' code the same way in the test above)."""
+    The session runs pinned to one core, as a pytest-xdist worker does, and the
+    containers' cgroups get that core as their cpuset."""
     elsewhere = tmp_path_factory.mktemp("elsewhere")
     (elsewhere / "outside_work").mkdir()
     (elsewhere / "outside_work" / "__init__.py").write_text(OUTSIDE_PACKAGE)
@@ -156,13 +166,18 @@ def pytest_mlpbench_register(registry):
     registry.add_workload(OUTSIDE)
 """)
     bench.tests("def test_outside(mlpbench):\n    mlpbench.run('outside')\n")
-    result = bench.run("--mlpbench-arch=kubeflow-docker", "--mlpbench-rounds=1", "--mlpbench-scale=smoke",
-                       "--mlpbench-timeout=300", *ENGINE_OPTIONS)
-    result.assert_outcomes(passed=1)
-    [run] = bench.runs()
-    assert run["outcome"] == "passed", run.get("error")
-    assert run["metrics"] == {"from_image": 1.0, "answer": 42.0}
-    assert [s["host"] for s in run["steps"]] == [s["container_id"] for s in run["steps"]]
+    allowed = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {max(allowed)})  # the session pinned, as a pytest-xdist worker is
+    try:
+        result = bench.run(ARCHS, "--mlpbench-rounds=1", "--mlpbench-scale=smoke", "--mlpbench-timeout=300",
+                           *ENGINE_OPTIONS)
+    finally:
+        os.sched_setaffinity(0, allowed)
+    result.assert_outcomes(passed=2)
+    for run in bench.runs():
+        assert run["outcome"] == "passed", run.get("error")
+        assert run["metrics"] == {"cgroup_cores": 1.0, "from_image": 1.0, "answer": 42.0}  # the container's cpuset
+        assert [s["host"] for s in run["steps"]] == [s["container_id"] for s in run["steps"]]
 
 
 def test_the_image_holds_the_installed_package_and_the_workloads_code(tmp_path, monkeypatch):

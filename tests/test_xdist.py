@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import statistics
 
 import pytest
 
 from conftest import bench_source
+
+from pytest_mlpbench.sinks.otlp_file import attributes, read_otlp_json
 
 pytestmark = pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs 2 cores for 2 workers")
 
@@ -38,23 +41,38 @@ def test_serial_and_two_workers_give_the_same_benchmarks_and_one_merged_result(b
     assert len(bench.runs()) == 2 * len(runs)  # a worker sends this session's runs, not its file's earlier ones
 
 
-def test_gates_judge_the_merged_rounds_once(bench):
-    bench.tests(bench_source("linear"))
+MARKED = """
+
+@pytest.mark.mlpbench_fail("cpu_s:max:+1000%")
+def test_marked(mlpbench):
+    mlpbench.run("linear")
+"""
+
+
+def test_gates_judge_the_merged_rounds_once_with_the_workers_markers(bench):
+    bench.tests(bench_source("linear") + MARKED)
     gate = ("-n", "2", "--benchmark-autosave", "--mlpbench-rounds=3", "--mlpbench-fail=wall_s:median:+100%")
-    bench.run(ARCHS, *gate).assert_outcomes(passed=2)
+    bench.run(ARCHS, *gate).assert_outcomes(passed=4)
     result = bench.run(ARCHS, *gate)
-    result.assert_outcomes(passed=2)
+    result.assert_outcomes(passed=4)
     assert result.ret == pytest.ExitCode.OK
     out = result.stdout.str()
     assert out.count("mlpbench gates (baseline: ") == 1
-    assert "test_linear[inprocess]" in out and "test_linear[subprocess]" in out
+    rows = [line.split()[:2] for line in result.stdout.lines if line.startswith("test_bench.py::") and "  " in line]
+    assert sorted(rows) == sorted([f"test_bench.py::test_{name}[{arch}]", metric]
+                                  for arch in ("inprocess", "subprocess")
+                                  for name, metric in (("linear", "wall_s"), ("marked", "wall_s"), ("marked", "cpu_s")))
 
 
-def test_fewer_cores_than_workers_is_a_usage_error(bench):
+@pytest.mark.parametrize("workers", [
+    ("-n", "2", f"--mlpbench-cores-per-worker={len(os.sched_getaffinity(0))}"),
+    ("-d", "--tx", f"{len(os.sched_getaffinity(0)) + 1}*popen"),
+], ids=["cores-per-worker", "tx"])
+def test_fewer_cores_than_workers_is_a_usage_error(bench, workers):
     bench.tests()
-    result = bench.run(ARCHS, "-n", "2", f"--mlpbench-cores-per-worker={len(os.sched_getaffinity(0))}")
+    result = bench.run(ARCHS, *workers)
     assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines(["*--mlpbench-cores-per-worker: 2 workers with * core(s) each need * cores*"])
+    result.stderr.fnmatch_lines(["*--mlpbench-cores-per-worker: * workers with * core(s) each need * cores*"])
 
 
 def test_a_cpu_bound_step_on_its_pinned_core_takes_its_serial_time(bench):
@@ -75,9 +93,49 @@ def test_a_cpu_bound_step_on_its_pinned_core_takes_its_serial_time(bench):
             assert step["duration_s"] == pytest.approx(serial[arch], rel=0.15), json.dumps(run["cores"])
 
 
-@pytest.mark.parametrize("sink", ["--mlpbench-otel=console", "--mlpbench-mlflow-uri=mlruns"])
-def test_sinks_under_xdist_are_refused_with_the_reason(bench, sink):
-    bench.tests()
-    result = bench.run(ARCHS, "-n", "2", sink)
-    assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines(["*not yet under pytest-xdist (-n)*: each worker would export its own*"])
+def test_the_controller_exports_every_run_once(bench):
+    """OpenTelemetry and MLflow: the controller exports what the workers measured,
+    each run once, with the steps' spans under their run's."""
+    bench.tests(bench_source("fanout"))
+    uri = f"sqlite:///{bench.path / 'mlflow.db'}"
+    result = bench.run(ARCHS, "-n", "2", "--mlpbench-rounds=2", "--mlpbench-otel-file=otel.jsonl",
+                       f"--mlpbench-mlflow-uri={uri}")
+    result.assert_outcomes(passed=2)
+    runs = bench.runs()
+    assert len(runs) == 4 and {r["worker"] for r in runs} == {"gw0", "gw1"}
+    spans, _ = read_otlp_json(bench.path / "otel.jsonl")
+    roots = [s for s in spans if not s.get("parentSpanId")]
+    assert sorted(attributes(s["attributes"])["mlpbench.run_id"] for s in roots) == sorted(r["run_id"] for r in runs)
+    for root in roots:
+        children = [s for s in spans if s.get("parentSpanId") == root["spanId"]]
+        assert len(children) == 5  # begin, three shards, gather
+    # read with sqlite3: mlflow imported in the test process would disable the standard library's
+    # importlib.metadata finder (its importlib_metadata does), and pytester then removes the backport's
+    with sqlite3.connect(bench.path / "mlflow.db") as db:
+        logged = [value for (value,) in db.execute("SELECT value FROM tags WHERE key = 'mlpbench.run_id'")]
+    assert sorted(logged) == sorted(r["run_id"] for r in runs)
+    result.stdout.fnmatch_lines([f"*mlpbench: logged 4 runs to MLflow at {uri}*"])
+
+
+def test_a_crashed_worker_keeps_the_runs_it_wrote(bench):
+    """A worker that dies sends nothing; the runs it wrote to its own files are
+    still merged, the session says what was lost and fails, and the benchmark
+    that killed it is not run again."""
+    bench.tests("""
+import os
+
+def test_a(mlpbench):
+    mlpbench.run("linear")
+
+def test_b(mlpbench):
+    if mlpbench.arch_name == "inprocess":
+        os._exit(3)
+    mlpbench.run("linear")
+""")
+    result = bench.run(ARCHS, "-n", "2", "--mlpbench-rounds=2")
+    result.assert_outcomes(passed=3, failed=1)
+    assert result.stdout.str().count("replacing crashed worker") == 1  # its replacement does not run test_b again
+    runs = bench.runs()
+    assert sorted((r["architecture"], r["round"]) for r in runs if r["architecture"] == "inprocess") == [
+        ("inprocess", 0), ("inprocess", 1)]
+    result.stdout.fnmatch_lines(["*worker gw* stopped without sending its results*2 run(s) it wrote were kept*"])

@@ -34,11 +34,15 @@ class GatePlugin:
         return list(gates.values())
 
     def pytest_collection_modifyitems(self, items: list[pytest.Item]) -> None:
-        for item in items:
-            texts = [t for mark in item.iter_markers("mlpbench_fail") for t in mark.args]
+        marks = {item.nodeid: [t for mark in item.iter_markers("mlpbench_fail") for t in mark.args] for item in items}
+        self.add_marked(marks)
+
+    def add_marked(self, marks: dict[str, list[str]]) -> None:
+        """The gates of ``mlpbench_fail`` markers, by node id (under pytest-xdist, as the workers read them)."""
+        for nodeid, texts in marks.items():
             if texts:
                 try:
-                    self.marked[item.nodeid] = parse_gates(texts, f"{item.nodeid}: mlpbench_fail marker")
+                    self.marked[nodeid] = parse_gates(texts, f"{nodeid}: mlpbench_fail marker")
                 except GateError as exc:
                     raise pytest.UsageError(str(exc)) from None
 

@@ -64,6 +64,8 @@ class RunRecord:
     steps: list[dict[str, Any]] = field(default_factory=list)
     #: The cores the run was pinned to (a pytest-xdist worker's); empty: not pinned.
     cores: list[int] = field(default_factory=list)
+    host: str = ""  # the machine the run was measured on
+    worker: str = ""  # the pytest-xdist worker that measured it ("": no xdist)
 
     def figures(self) -> dict[str, float]:
         """The scalar figures, the workload's own metrics included."""

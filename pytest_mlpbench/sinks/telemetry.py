@@ -35,7 +35,6 @@ from opentelemetry.sdk.metrics.export import (
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import ConsoleSpanExporter, SpanExporter, SpanExportResult
-from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, TraceFlags
 
@@ -98,7 +97,6 @@ class Telemetry:
         ]
         self._meters = MeterProvider(resource=self.resource, metric_readers=self._readers)
         self._instruments = Instruments(self._meters.get_meter(SCOPE.name, SCOPE.version))
-        self._ids = RandomIdGenerator()
         self._pending: list[tuple] = []
 
     @classmethod
@@ -113,12 +111,6 @@ class Telemetry:
             sink = JsonLinesFile(settings.otel_file)
             exporters.append((FileSpanExporter(sink), FileMetricExporter(sink)))
         return cls(exporters, console)
-
-    def new_traceparent(self) -> str:
-        """The W3C traceparent of a new run's root span (a new trace)."""
-        trace_id = self._ids.generate_trace_id()
-        span_id = self._ids.generate_span_id()
-        return f"00-{trace_id:032x}-{span_id:016x}-01"
 
     def add_run(self, record: RunRecord, events: list[Mapping], samples: list[Sample], traceparent: str) -> None:
         """Keep a finished run for the next flush: nothing is exported between

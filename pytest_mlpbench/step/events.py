@@ -51,6 +51,11 @@ def _children_maxrss_bytes() -> int:
     return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
 
 
+def new_traceparent() -> str:
+    """The W3C traceparent of a new run's root span (a new trace)."""
+    return f"00-{os.urandom(16).hex()}-{os.urandom(8).hex()}-01"
+
+
 def step_span(traceparent: str | None) -> dict[str, str] | None:
     """This task's span in the run's trace: a new span id under the W3C
     ``traceparent`` of the run; ``None`` without a valid one. Plain strings,

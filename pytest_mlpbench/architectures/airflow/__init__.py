@@ -76,7 +76,11 @@ class AirflowLocal(Architecture):
 
     def open(self, session_dir: Path) -> None:
         pythonpath = step_environment(os.devnull)["PYTHONPATH"]
-        self.server = AirflowServer(Path(session_dir) / "airflow-home", db_url=self.option("airflow_db"),
+        db = self.option("airflow_db")
+        worker = os.environ.get("PYTEST_XDIST_WORKER")
+        if db and worker:  # two workers' Airflows must not share one metadata database
+            db = self.worker_database(db, worker)
+        self.server = AirflowServer(Path(session_dir) / "airflow-home", db_url=db,
                                     overrides=self.option("airflow_config") or {}, pythonpath=pythonpath)
         try:
             self.server.start()
@@ -84,6 +88,13 @@ class AirflowLocal(Architecture):
             self.close()
             raise RuntimeError(f"{self.name}: Airflow did not start: {exc}") from None
         self.driver = DagDriver(self.server.client, self.server.dags_folder, self.server.check_alive)
+
+    def worker_database(self, url: str, worker: str) -> str:
+        try:
+            return worker_database(url, worker)
+        except Exception as exc:  # the driver's errors: no server, no CREATEDB privilege...
+            raise Unavailable(f"{self.name}: under pytest-xdist each worker's Airflow needs a database of its own, "
+                              f"and {redact(url)} could not give one: {type(exc).__name__}: {exc}") from None
 
     def dag_source(self, workload) -> str:
         return local_dag(workload)
@@ -138,6 +149,23 @@ class AirflowLocal(Architecture):
         db = self.option("airflow_db") or "sqlite"
         found["airflow-db"] = db.split(":", 1)[0]
         return found
+
+
+def worker_database(url: str, worker: str) -> str:
+    """The URL of the database ``<database>_<worker>`` on the server of ``url``, created if missing."""
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    base = make_url(url)
+    name = f"{base.database}_{worker}"
+    engine = create_engine(base, isolation_level="AUTOCOMMIT")
+    try:
+        with engine.connect() as conn:
+            if not conn.execute(text("SELECT 1 FROM pg_database WHERE datname = :name"), {"name": name}).scalar():
+                conn.execute(text(f'CREATE DATABASE "{name}"'))
+    finally:
+        engine.dispose()
+    return base.set(database=name).render_as_string(hide_password=False)
 
 
 def postgres_drivers(url: str) -> list[tuple[str, str]]:

@@ -184,6 +184,12 @@ class ContainerArchitecture(Architecture):
         return {f"{self.engine.kind}-engine": version, "step-image": self.steps_image or self.image,
                 "container-accounting": accounting}
 
+    def cpuset(self) -> str | None:
+        """The cores this process is pinned to (a pytest-xdist worker's), for the containers'
+        cpuset: runc sets a container's affinity from its cgroup, not from the engine's."""
+        mine = sorted(os.sched_getaffinity(0))
+        return ",".join(map(str, mine)) if len(mine) < len(online_cpus()) else None
+
     def run_labels(self, run, **extra) -> dict[str, str]:
         return {**self.engine.labels, RUN_LABEL: run.spec.run_id, **{k: str(v) for k, v in extra.items()}}
 
@@ -202,6 +208,15 @@ class ContainerArchitecture(Architecture):
             self.remove_run_containers(run)
         except Exception:
             pass
+
+
+def online_cpus() -> list[int]:
+    """The machine's online CPUs, whatever this process's affinity."""
+    cpus = []
+    for part in Path("/sys/devices/system/cpu/online").read_text().strip().split(","):
+        first, _, last = part.partition("-")
+        cpus += range(int(first), int(last or first) + 1)
+    return cpus
 
 
 @contextmanager

@@ -86,6 +86,8 @@ class ContainerStarter:
         cgroup = self.arch.engine.run_cgroup(self.run.spec.run_id)
         if cgroup:
             run_args["cgroup_parent"] = cgroup
+        if self.arch.cpuset():
+            run_args["cpuset_cpus"] = self.arch.cpuset()
         container = client.containers.run(image=image, command=command, detach=True, volumes=volumes,
                                           labels=labels, **run_args)
         try:

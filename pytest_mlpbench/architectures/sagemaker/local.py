@@ -233,6 +233,8 @@ def compose_patches(arch: SageMakerLocal, run):
         cgroup = arch.engine.run_cgroup(run.spec.run_id)
         if cgroup:
             config["cgroup_parent"] = cgroup
+        if arch.cpuset():
+            config["cpuset"] = arch.cpuset()
         return config
 
     with _PATCH_LOCK:
