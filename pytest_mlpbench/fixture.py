@@ -16,6 +16,7 @@ import pytest
 
 from pytest_mlpbench.architectures import RunFailed, Unavailable
 from pytest_mlpbench.measure.record import FIGURES, OPTIONAL_FIGURES, RunRecord
+from pytest_mlpbench.model.workload import Workload
 from pytest_mlpbench.results.tables import medians
 from pytest_mlpbench.session import BenchSession, LiveRun
 from pytest_mlpbench.workers import benchmark_data
@@ -28,10 +29,14 @@ class MlpBench:
         self.config = config
         self.records: list[RunRecord] = []
 
-    def run(self, workload: str, **params) -> list[RunRecord]:
-        """Run ``workload`` for the warm-up and measured rounds; return the measured records."""
+    def run(self, workload: str | Workload, **params) -> list[RunRecord]:
+        """Run ``workload`` (a registered workload's name, or a workload) for the
+        warm-up and measured rounds; return the measured records."""
         session = self.session
         arch = session.architecture(self.arch_name)
+        if isinstance(workload, Workload):
+            session.registry.workloads.setdefault(workload.name, workload)
+            workload = workload.name
         work = session.registry.workload(workload)
         try:
             arch.check_workload(work)

@@ -24,6 +24,7 @@ MARKERS = {
     "training": "benchmarks of training workloads",
     "inference": "benchmarks of batch-inference workloads",
     "monitor": "benchmarks of mlpbench's own monitor",
+    "scaling": "scaling sweeps: chains, fan-outs and hand-offs of growing size",
 }
 
 

@@ -13,7 +13,8 @@ import sys
 
 from pytest_mlpbench import Architecture, Step, Workload
 from pytest_mlpbench.architectures.inprocess import InProcess
-from pytest_mlpbench.model.workload import step_inputs
+from pytest_mlpbench.model.workload import directory_bytes, fanout_items, step_inputs
+from pytest_mlpbench.step import run_step
 from pytest_mlpbench.step.events import execute_step
 
 SCALES = {"smoke": {"sleep_s": 0.05}, "small": {"sleep_s": 0.1}, "full": {"sleep_s": 0.2}}
@@ -125,6 +126,29 @@ class Sleepy(Architecture):
         for step in workload.steps:
             time.sleep(self.delay_s)
             outputs[step.name] = execute_step(run.spec, step.name, step_inputs(workload, step, outputs))
+
+
+class Priced(Architecture):
+    """Runs any workload in the test process at a known price: ``fixed_s`` per
+    run, ``task_s`` before each task, and ``gib_s`` per GiB a step leaves in
+    the run's artifacts for the next (scaling sweeps' injected truth)."""
+
+    name = "priced"
+    fixed_s, task_s, gib_s = 0.3, 0.05, 4.0
+
+    def run(self, workload, run):
+        time.sleep(self.fixed_s)
+        outputs = {}
+        for step in workload.steps:
+            inputs = step_inputs(workload, step, outputs)
+            width = len(fanout_items(step, inputs)) if step.foreach else None
+            before = directory_bytes(run.spec.artifacts)
+            results = []
+            for index in range(width or 1):
+                time.sleep(self.task_s)
+                results.append(run_step(run.spec, step.name, outputs, index if width else None, workload))
+            outputs[step.name] = results if width else results[0]
+            time.sleep((directory_bytes(run.spec.artifacts) - before) / 2**30 * self.gib_s)
 
 
 class Missing(Architecture):

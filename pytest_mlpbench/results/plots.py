@@ -2,11 +2,12 @@
 
 Per workload: where the wall time goes (startup, compute, other overhead),
 CPU seconds and peak memory, and a timeline of the steps of one run per
-architecture.
+architecture. For a scaling sweep: overhead against size, log-log.
 """
 from __future__ import annotations
 
 import re
+import statistics
 from pathlib import Path
 
 import matplotlib
@@ -126,3 +127,28 @@ def _timeline(workload: str, by_label: dict[str, list[dict]]):
     fig.tight_layout(rect=(0, 0, 1, 1 - 0.8 / fig.get_figheight()))  # room for the two-line title
     return fig
 
+
+
+def plot_scaling(points: dict[tuple[str, str], list[tuple[int, float]]], out_dir: Path) -> list[str]:
+    """The scaling sweep: median overhead against size, log-log, one line per architecture and family."""
+    families = sorted({family for _, family in points})
+    if not families:
+        return []
+    fig, axes = plt.subplots(1, len(families), figsize=(5 * len(families), 4), squeeze=False)
+    for ax, family in zip(axes[0], families):
+        for (arch, fam), xy in sorted(points.items()):
+            if fam != family:
+                continue
+            sizes = sorted({size for size, _ in xy})
+            medians = [statistics.median(o for s, o in xy if s == size) for size in sizes]
+            ax.plot(sizes, [max(m, 1e-4) for m in medians], marker="o", label=arch)
+        ax.set(xscale="log", yscale="log", title=family, xlabel=SIZE_LABELS.get(family, "size"),
+               ylabel="overhead (s, median)")
+        ax.legend(fontsize="small")
+    name = "scaling.png"
+    fig.savefig(out_dir / name, dpi=DPI, bbox_inches="tight")
+    plt.close(fig)
+    return [name]
+
+
+SIZE_LABELS = {"chain": "tasks in a chain", "fanout": "tasks side by side", "handoff": "bytes handed on"}

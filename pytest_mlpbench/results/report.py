@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 from pytest_mlpbench.measure.record import FIGURES, OPTIONAL_FIGURES
+from pytest_mlpbench.results import costmodel
 from pytest_mlpbench.results.figures import median_of, parallel_overhead
 
 FLOOR = "inprocess"
@@ -144,8 +145,19 @@ def workload_tables(by_label: dict[str, list[dict]]) -> list[str]:
     return lines
 
 
+def cost_model_section(runs: Sequence[dict], images: list[str]) -> list[str]:
+    model = costmodel.fit(runs)
+    if not model:
+        return []
+    lines = ["## Cost model (scaling sweep)", "",
+             f"Least squares over the runs that passed, each value with its {costmodel.CONFIDENCE:.0%} confidence "
+             "interval: *fixed* and *per task* from the overhead of chains of N tasks, *per parallel task* from "
+             "fan-outs of W light tasks, *per GiB* from hand-offs of S bytes between two steps.", ""]
+    return lines + costmodel.table(model) + [""] + [f"![scaling]({name})" for name in images] + [""]
+
+
 def markdown(grouped: dict[str, dict[str, list[dict]]], sources: Sequence[str], images: dict[str, list[str]],
-             note: str | None) -> str:
+             note: str | None, cost_model: Sequence[str] = ()) -> str:
     lines = ["# mlpbench comparison report", ""]
     if sources:
         lines += [f"Sources: {', '.join(f'`{s}`' for s in sources)}.", ""]
@@ -154,6 +166,7 @@ def markdown(grouped: dict[str, dict[str, list[dict]]], sources: Sequence[str], 
               "(part of the overhead); *over inprocess* = overhead beyond the in-process floor's.", ""]
     if note:
         lines += [f"> {note}", ""]
+    lines += cost_model
     for workload, by_label in grouped.items():
         scales = sorted({r["scale"] for runs in by_label.values() for r in runs if r.get("scale")})
         lines += [f"## {workload}" + (f" ({', '.join(scales)} scale)" if scales else ""), ""]
@@ -177,12 +190,14 @@ def write_report(runs: Sequence[dict], out_dir: Path) -> Path | None:
         from pytest_mlpbench.results import plots
     except ImportError as exc:  # matplotlib is optional: the tables still say everything
         images, note = {}, f"No plots: {exc.name or 'matplotlib'} is not installed (pip install matplotlib)."
+        scaling = []
     else:
         images = {w: plots.plot_workload(w, by_label, out_dir) for w, by_label in grouped.items()}
+        scaling = plots.plot_scaling(costmodel.points(runs), out_dir)
         note = None
     path = out_dir / "report.md"
     tmp = path.with_name(".report.md.tmp")
-    tmp.write_text(markdown(grouped, sources, images, note))
+    tmp.write_text(markdown(grouped, sources, images, note, cost_model_section(runs, scaling)))
     tmp.replace(path)
     return path
 

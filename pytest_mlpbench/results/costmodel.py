@@ -1,0 +1,94 @@
+"""A cost model per architecture, fitted from the scaling sweep's runs by least
+squares, each coefficient with its confidence interval:
+
+- fixed cost per run and cost per sequential task: overhead of ``chain-N`` against N;
+- cost per parallel task: overhead of ``fanout-W`` against W;
+- cost per GiB handed from one step to the next: overhead of ``handoff-S`` against S.
+"""
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Iterable, Sequence
+
+import numpy as np
+
+CONFIDENCE = 0.95
+GIB = 2**30
+#: family -> (what its size counts, the unit of the slope in that count, the slope's name)
+FAMILIES = {
+    "chain": ("tasks", 1, "per_task_s"),
+    "fanout": ("parallel tasks", 1, "per_parallel_task_s"),
+    "handoff": ("bytes", GIB, "per_gib_s"),
+}
+
+
+@dataclass(frozen=True)
+class Coefficient:
+    name: str  # fixed_s, per_task_s, per_parallel_task_s, per_gib_s
+    value: float
+    low: float  # the confidence interval's bounds
+    high: float
+    runs: int  # the runs it was fitted from
+
+    def text(self) -> str:
+        return f"{self.value:.4g} [{self.low:.3g}, {self.high:.3g}]"
+
+
+def sized(workload: str) -> tuple[str, int] | None:
+    """(family, size) of a scaling workload's name: ``("chain", 16)`` of ``chain-16``;
+    ``None`` for ``fanout-cpu-4`` (its makespan is not an overhead) and others."""
+    family, _, size = workload.rpartition("-")
+    return (family, int(size)) if family in FAMILIES and size.isdigit() else None
+
+
+def linear_fit(xs: Sequence[float], ys: Sequence[float], confidence: float = CONFIDENCE):
+    """Intercept and slope of ``y = a + b x`` by least squares, each as (value,
+    half-width of its confidence interval); ``None`` with fewer than three
+    points or fewer than two sizes."""
+    from scipy import stats
+
+    x, y = np.asarray(xs, float), np.asarray(ys, float)
+    if len(x) < 3 or len(set(xs)) < 2:
+        return None
+    design = np.column_stack([np.ones_like(x), x])
+    beta, *_ = np.linalg.lstsq(design, y, rcond=None)
+    residual = y - design @ beta
+    variance = residual @ residual / (len(x) - 2)
+    errors = np.sqrt(np.diag(variance * np.linalg.inv(design.T @ design)))
+    t = stats.t.ppf((1 + confidence) / 2, len(x) - 2)
+    return [(float(b), float(t * e)) for b, e in zip(beta, errors)]
+
+
+def points(runs: Iterable[dict]) -> dict[tuple[str, str], list[tuple[int, float]]]:
+    """(architecture, family) -> (size, overhead) of each measured scaling run that passed."""
+    found: dict[tuple[str, str], list[tuple[int, float]]] = defaultdict(list)
+    for run in runs:
+        family_size = sized(run["workload"])
+        if family_size and run["outcome"] == "passed" and not run["warmup"]:
+            found[(run["architecture"], family_size[0])].append((family_size[1], run["overhead_s"]))
+    return dict(found)
+
+
+def fit(runs: Iterable[dict], confidence: float = CONFIDENCE) -> dict[str, list[Coefficient]]:
+    """Per architecture, the coefficients its scaling runs (report runs or run records' dicts) support."""
+    model: dict[str, list[Coefficient]] = defaultdict(list)
+    for (arch, family), xy in sorted(points(runs).items()):
+        unit = FAMILIES[family][1]
+        line = linear_fit([size / unit for size, _ in xy], [overhead for _, overhead in xy], confidence)
+        if line is None:
+            continue
+        (a, da), (b, db) = line
+        if family == "chain":
+            model[arch].append(Coefficient("fixed_s", a, a - da, a + da, len(xy)))
+        model[arch].append(Coefficient(FAMILIES[family][2], b, b - db, b + db, len(xy)))
+    return dict(model)
+
+
+def table(model: dict[str, list[Coefficient]]) -> list[str]:
+    """Markdown: one row per architecture, one column per coefficient, value [low, high]."""
+    names = ["fixed_s", *(f[2] for f in FAMILIES.values())]
+    rows = [[arch, *(next((c.text() for c in coefs if c.name == n), "-") for n in names)]
+            for arch, coefs in model.items()]
+    header = ["architecture", *names]
+    return [f"| {' | '.join(header)} |", f"|{'---|' * len(header)}", *(f"| {' | '.join(row)} |" for row in rows)]
