@@ -1,31 +1,35 @@
-"""Scaling sweeps on every selected architecture: a chain of N light tasks, a
-fan-out of W tasks (light, and CPU-bound), and a hand-off of S bytes from one
-step to the next. ``mlpbench report`` fits the cost model from their runs."""
+"""Scaling sweeps on every selected architecture: chains of N light tasks,
+fan-outs of W tasks (light, and CPU-bound), and hand-offs of S bytes from one
+step to the next, at the sizes of --mlpbench-chain-sizes, --mlpbench-fanout-widths
+and --mlpbench-handoff-sizes. The report fits the cost model from their runs."""
 import pytest
 
+from pytest_mlpbench.plugin import SESSION
 from workloads import scaling
 
-CHAIN = [1, 4, 16, 64]
-WIDTHS = [1, 2, 4, 16]
-HANDOFF = [2**20, 64 * 2**20, 512 * 2**20]
+SIZES = {"tasks": "chain_sizes", "width": "fanout_widths", "size": "handoff_sizes"}
+
+
+def pytest_generate_tests(metafunc):
+    settings = metafunc.config.stash[SESSION].settings
+    for param, option in SIZES.items():
+        if param in metafunc.fixturenames:
+            metafunc.parametrize(param, settings.get(option))
 
 
 @pytest.mark.scaling
-@pytest.mark.parametrize("tasks", CHAIN)
 def test_chain(mlpbench, tasks):
     mlpbench.run(scaling.chain(tasks))
 
 
 @pytest.mark.scaling
 @pytest.mark.parametrize("cpu", [False, True], ids=["light", "cpu"])
-@pytest.mark.parametrize("width", WIDTHS)
 def test_fanout(mlpbench, width, cpu):
     [record, *_] = mlpbench.run(scaling.fanout(width, cpu))
     assert record.metrics["tasks"] == width
 
 
 @pytest.mark.scaling
-@pytest.mark.parametrize("size", HANDOFF)
 def test_handoff(mlpbench, size):
     [record, *_] = mlpbench.run(scaling.handoff(size))
     assert record.metrics["bytes_read"] == size

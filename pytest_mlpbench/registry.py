@@ -31,6 +31,9 @@ class Registry:
             registry._add(entry)
         for ref in BUILTIN_WORKLOADS:
             registry.add_workload(ref, builtin=True)
+        from workloads.scaling import OPTIONS as SCALING  # sized by name when run: no workload to register
+
+        registry._declare(SCALING, "the scaling sweeps")
         return registry
 
     def add_entry_points(self) -> None:

@@ -3,11 +3,12 @@ coefficient recovered from a sweep of an architecture whose price is known."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
 from conftest import REGISTER
-from pytest_mlpbench.results.costmodel import fit, linear_fit, sized, table
+from pytest_mlpbench.results.costmodel import fit, linear_fit, side_by_side, sized, table
 from workloads import scaling
 
 MIB = 2**20
@@ -51,20 +52,39 @@ def test_fanout(mlpbench, w):
 @pytest.mark.parametrize("size", [{16 * MIB}, {64 * MIB}, {128 * MIB}])
 def test_handoff(mlpbench, size):
     mlpbench.run(scaling.handoff(size))
+
+@pytest.mark.parametrize("w", [1, 2])
+def test_fanout_cpu(mlpbench, w):
+    mlpbench.run(scaling.fanout(w, cpu=True))
 """
 
 
 def test_a_known_price_is_recovered_within_ten_percent(bench):
     """Injected truth: an architecture that sleeps 0.3 s per run, 0.05 s before
-    each task and 4 s per GiB a step hands on."""
+    each task and 4 s per GiB a step hands on, and runs one task at a time."""
     bench.pytester.makeconftest(REGISTER + "\n    registry.add_architecture('priced', Priced)\n")
     bench.tests(SWEEP)
-    bench.run("--mlpbench-arch=priced", "--mlpbench-rounds=2").assert_outcomes(passed=9)
+    bench.run("--mlpbench-arch=priced", "--mlpbench-rounds=2", "--mlpbench-scale=smoke").assert_outcomes(passed=11)
     model = {c.name: c for c in fit(bench.runs())["priced"]}
     truth = {"fixed_s": 0.3, "per_task_s": 0.05, "per_parallel_task_s": 0.05, "per_gib_s": 4.0}
     assert {name: c.value for name, c in model.items()} == pytest.approx(truth, rel=0.10), json.dumps(
         {name: c.text() for name, c in model.items()})
     assert model["per_task_s"].runs == 6
     report = (bench.path / "results" / "report.md").read_text()
-    assert table({"priced": list(model.values())})[2] in report.splitlines()
+    assert side_by_side(bench.runs()) == {"priced": 1}
+    assert table({"priced": list(model.values())}, {"priced": 1})[2] in report.splitlines()
     assert "![scaling](scaling.png)" in report and (bench.path / "results" / "scaling.png").stat().st_size > 0
+
+
+def test_sweep_sizes_come_from_their_options(pytester):
+    assert scaling.byte_sizes("1MiB, 3,2KiB") == [2**20, 3, 2048] and scaling.counts("1,16") == [1, 16]
+    bench_dir = Path(__file__).parent.parent / "benchmarks"
+    result = pytester.runpytest_subprocess(str(bench_dir / "test_scaling.py"), "--collect-only", "-q",
+                                           "--mlpbench-arch=inprocess", "--mlpbench-chain-sizes=2,3",
+                                           "--mlpbench-fanout-widths=5", "--mlpbench-handoff-sizes=1KiB")
+    ids = [line.rpartition("::")[2] for line in result.stdout.lines if "::" in line]
+    assert ids == ["test_chain[2-inprocess]", "test_chain[3-inprocess]", "test_fanout[5-inprocess-light]",
+                   "test_fanout[5-inprocess-cpu]", "test_handoff[1024-inprocess]"]
+    result = pytester.runpytest_subprocess(str(bench_dir / "test_scaling.py"), "--mlpbench-chain-sizes=0")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*--mlpbench-chain-sizes='0': expected comma-separated whole numbers of 1 or more*"])

@@ -19,6 +19,8 @@ ARCHS = "--mlpbench-arch=inprocess,subprocess"
 
 
 def test_serial_and_two_workers_give_the_same_benchmarks_and_one_merged_result(bench):
+    """The same benchmarks and runs; one JSON, one runs.jsonl, and one export of
+    each run to OpenTelemetry (its steps' spans under its own) and MLflow."""
     bench.tests(bench_source("linear", "fanout"))
     serial = bench.run(ARCHS, "--mlpbench-rounds=2", "--mlpbench-scale=smoke")
     serial.assert_outcomes(passed=4)
@@ -26,7 +28,9 @@ def test_serial_and_two_workers_give_the_same_benchmarks_and_one_merged_result(b
     serial_runs = sorted((r["architecture"], r["workload"], r["round"]) for r in bench.runs())
     (bench.path / "results").rename(bench.path / "serial-results")
 
-    parallel = bench.run(ARCHS, "--mlpbench-rounds=2", "--mlpbench-scale=smoke", "-n", "2")
+    uri = f"sqlite:///{bench.path / 'mlflow.db'}"
+    parallel = bench.run(ARCHS, "--mlpbench-rounds=2", "--mlpbench-scale=smoke", "-n", "2",
+                         "--mlpbench-otel-file=otel.jsonl", f"--mlpbench-mlflow-uri={uri}")
     parallel.assert_outcomes(passed=4)
     benchmarks = bench.benchmarks()
     assert sorted(b["fullname"] for b in benchmarks) == serial_names
@@ -35,10 +39,25 @@ def test_serial_and_two_workers_give_the_same_benchmarks_and_one_merged_result(b
     assert sorted((r["architecture"], r["workload"], r["round"]) for r in runs) == serial_runs
     cores = {r["architecture"]: tuple(r["cores"]) for r in runs}
     assert len(set(cores.values())) == 2 and all(len(c) == 1 for c in cores.values())  # one core each, apart
-    assert len({(r["architecture"], tuple(r["cores"])) for r in runs}) == 2  # each architecture on one worker
+    assert len({(r["architecture"], tuple(r["cores"]), r["worker"]) for r in runs}) == 2  # each on one worker
     assert (bench.path / "results" / "summary.md").is_file()
-    bench.run(ARCHS, "--mlpbench-rounds=2", "--mlpbench-scale=smoke", "-n", "2").assert_outcomes(passed=4)
-    assert len(bench.runs()) == 2 * len(runs)  # a worker sends this session's runs, not its file's earlier ones
+    check_exported_once(bench, runs)
+    parallel.stdout.fnmatch_lines([f"*mlpbench: logged 8 runs to MLflow at {uri}*"])
+
+
+def check_exported_once(bench, runs):
+    spans, _ = read_otlp_json(bench.path / "otel.jsonl")
+    roots = [s for s in spans if not s.get("parentSpanId")]
+    assert sorted(attributes(s["attributes"])["mlpbench.run_id"] for s in roots) == sorted(r["run_id"] for r in runs)
+    for root, run in zip(sorted(roots, key=lambda s: attributes(s["attributes"])["mlpbench.run_id"]),
+                         sorted(runs, key=lambda r: r["run_id"])):
+        children = [s for s in spans if s.get("parentSpanId") == root["spanId"]]
+        assert len(children) == len(run["steps"])  # linear: 3 steps; fanout: begin, three shards, gather
+    # read with sqlite3: mlflow imported in the test process would disable the standard library's
+    # importlib.metadata finder (its importlib_metadata does), and pytester then removes the backport's
+    with sqlite3.connect(bench.path / "mlflow.db") as db:
+        logged = [value for (value,) in db.execute("SELECT value FROM tags WHERE key = 'mlpbench.run_id'")]
+    assert sorted(logged) == sorted(r["run_id"] for r in runs)
 
 
 MARKED = """
@@ -91,30 +110,6 @@ def test_a_cpu_bound_step_on_its_pinned_core_takes_its_serial_time(bench):
             step = run["steps"][0]
             assert step["cpu_s"] == pytest.approx(1.0, rel=0.10)
             assert step["duration_s"] == pytest.approx(serial[arch], rel=0.15), json.dumps(run["cores"])
-
-
-def test_the_controller_exports_every_run_once(bench):
-    """OpenTelemetry and MLflow: the controller exports what the workers measured,
-    each run once, with the steps' spans under their run's."""
-    bench.tests(bench_source("fanout"))
-    uri = f"sqlite:///{bench.path / 'mlflow.db'}"
-    result = bench.run(ARCHS, "-n", "2", "--mlpbench-rounds=2", "--mlpbench-otel-file=otel.jsonl",
-                       f"--mlpbench-mlflow-uri={uri}")
-    result.assert_outcomes(passed=2)
-    runs = bench.runs()
-    assert len(runs) == 4 and {r["worker"] for r in runs} == {"gw0", "gw1"}
-    spans, _ = read_otlp_json(bench.path / "otel.jsonl")
-    roots = [s for s in spans if not s.get("parentSpanId")]
-    assert sorted(attributes(s["attributes"])["mlpbench.run_id"] for s in roots) == sorted(r["run_id"] for r in runs)
-    for root in roots:
-        children = [s for s in spans if s.get("parentSpanId") == root["spanId"]]
-        assert len(children) == 5  # begin, three shards, gather
-    # read with sqlite3: mlflow imported in the test process would disable the standard library's
-    # importlib.metadata finder (its importlib_metadata does), and pytester then removes the backport's
-    with sqlite3.connect(bench.path / "mlflow.db") as db:
-        logged = [value for (value,) in db.execute("SELECT value FROM tags WHERE key = 'mlpbench.run_id'")]
-    assert sorted(logged) == sorted(r["run_id"] for r in runs)
-    result.stdout.fnmatch_lines([f"*mlpbench: logged 4 runs to MLflow at {uri}*"])
 
 
 def test_a_crashed_worker_keeps_the_runs_it_wrote(bench):

@@ -18,12 +18,43 @@ import time
 from pathlib import Path
 
 from pytest_mlpbench.model.workload import Step, Workload, WorkloadError
+from pytest_mlpbench.options import Option
 
 HERE = "workloads.scaling"
 SCALES = ("smoke", "small", "full")
 BUSY_S = {"smoke": 0.2, "small": 0.5, "full": 1.0}  # each CPU-bound fan-out task's CPU time
 CHUNK = 1 << 20
 NAME = re.compile(r"^(chain|fanout|fanout-cpu|handoff)-(\d+)$")
+UNITS = {"": 1, "B": 1, "KiB": 2**10, "MiB": 2**20, "GiB": 2**30}
+
+
+def counts(text: str) -> list[int]:
+    """``1,4,16``: whole numbers of 1 or more."""
+    return [_size(part, {"": 1}) for part in text.split(",")]
+
+
+def byte_sizes(text: str) -> list[int]:
+    """``1MiB,64MiB``: bytes, with an optional unit B, KiB, MiB or GiB."""
+    return [_size(part, UNITS) for part in text.split(",")]
+
+
+def _size(text: str, units: dict[str, int]) -> int:
+    found = re.fullmatch(r"\s*(\d+)\s*([A-Za-z]*)\s*", text)
+    if not found or found[2] not in units or int(found[1]) < 1:
+        raise ValueError(f"expected comma-separated whole numbers of 1 or more"
+                         + (f", each with an optional unit ({', '.join(u for u in units if u)})" if len(units) > 1 else "")
+                         + f", not {text.strip()!r}")
+    return int(found[1]) * units[found[2]]
+
+
+OPTIONS = (
+    Option("chain_sizes", "Scaling sweep: the lengths of the chains of light tasks (default: 1,4,16,64).",
+           counts, [1, 4, 16, 64], "N,N,..."),
+    Option("fanout_widths", "Scaling sweep: the widths of the fan-outs (default: 1,2,4,16).",
+           counts, [1, 2, 4, 16], "W,W,..."),
+    Option("handoff_sizes", "Scaling sweep: the bytes one step hands the next (default: 1MiB,64MiB,512MiB).",
+           byte_sizes, [2**20, 64 * 2**20, 512 * 2**20], "SIZE,SIZE,..."),
+)
 
 
 def light(ctx, **inputs) -> dict:

@@ -3,10 +3,13 @@ squares, each coefficient with its confidence interval:
 
 - fixed cost per run and cost per sequential task: overhead of ``chain-N`` against N;
 - cost per parallel task: overhead of ``fanout-W`` against W;
-- cost per GiB handed from one step to the next: overhead of ``handoff-S`` against S.
+- cost per GiB handed from one step to the next: overhead of ``handoff-S`` against S;
+- how many CPU-bound tasks run side by side: the widest ``fanout-cpu-W`` whose
+  makespan stays within 25% of ``fanout-cpu-1``'s.
 """
 from __future__ import annotations
 
+import statistics
 from collections import defaultdict
 from dataclasses import dataclass
 from typing import Iterable, Sequence
@@ -14,6 +17,7 @@ from typing import Iterable, Sequence
 import numpy as np
 
 CONFIDENCE = 0.95
+SIDE_BY_SIDE = 1.25  # a fan-out's makespan within this factor of one task's: its tasks ran side by side
 GIB = 2**30
 #: family -> (what its size counts, the unit of the slope in that count, the slope's name)
 FAMILIES = {
@@ -85,10 +89,28 @@ def fit(runs: Iterable[dict], confidence: float = CONFIDENCE) -> dict[str, list[
     return dict(model)
 
 
-def table(model: dict[str, list[Coefficient]]) -> list[str]:
-    """Markdown: one row per architecture, one column per coefficient, value [low, high]."""
+def side_by_side(runs: Iterable[dict]) -> dict[str, int]:
+    """Per architecture, the widest CPU-bound fan-out that took about as long as one task
+    (median makespan within 25% of ``fanout-cpu-1``'s): where it stops scaling on these cores."""
+    walls: dict[str, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for run in runs:
+        family, _, width = run["workload"].rpartition("-")
+        if family == "fanout-cpu" and width.isdigit() and run["outcome"] == "passed" and not run["warmup"]:
+            walls[run["architecture"]][int(width)].append(run["wall_s"])
+    widths = {}
+    for arch, by_width in walls.items():
+        if 1 in by_width:
+            one = statistics.median(by_width[1])
+            widths[arch] = max(w for w, found in by_width.items() if statistics.median(found) <= SIDE_BY_SIDE * one)
+    return widths
+
+
+def table(model: dict[str, list[Coefficient]], widths: dict[str, int] | None = None) -> list[str]:
+    """Markdown: one row per architecture, one column per coefficient, value [low, high],
+    and the widest fan-out that ran side by side."""
+    widths = widths or {}
     names = ["fixed_s", *(f[2] for f in FAMILIES.values())]
-    rows = [[arch, *(next((c.text() for c in coefs if c.name == n), "-") for n in names)]
-            for arch, coefs in model.items()]
-    header = ["architecture", *names]
+    rows = [[arch, *(next((c.text() for c in model.get(arch, []) if c.name == n), "-") for n in names),
+             str(widths.get(arch, "-"))] for arch in dict.fromkeys([*model, *widths])]
+    header = ["architecture", *names, "side by side"]
     return [f"| {' | '.join(header)} |", f"|{'---|' * len(header)}", *(f"| {' | '.join(row)} |" for row in rows)]

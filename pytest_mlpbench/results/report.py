@@ -146,14 +146,16 @@ def workload_tables(by_label: dict[str, list[dict]]) -> list[str]:
 
 
 def cost_model_section(runs: Sequence[dict], images: list[str]) -> list[str]:
-    model = costmodel.fit(runs)
-    if not model:
+    model, widths = costmodel.fit(runs), costmodel.side_by_side(runs)
+    if not model and not widths:
         return []
     lines = ["## Cost model (scaling sweep)", "",
              f"Least squares over the runs that passed, each value with its {costmodel.CONFIDENCE:.0%} confidence "
              "interval: *fixed* and *per task* from the overhead of chains of N tasks, *per parallel task* from "
-             "fan-outs of W light tasks, *per GiB* from hand-offs of S bytes between two steps.", ""]
-    return lines + costmodel.table(model) + [""] + [f"![scaling]({name})" for name in images] + [""]
+             "fan-outs of W light tasks, *per GiB* from hand-offs of S bytes between two steps. *Side by side*: "
+             "the widest fan-out of CPU-bound tasks whose makespan stayed within "
+             f"{costmodel.SIDE_BY_SIDE - 1:.0%} of one task's.", ""]
+    return lines + costmodel.table(model, widths) + [""] + [f"![scaling]({name})" for name in images] + [""]
 
 
 def markdown(grouped: dict[str, dict[str, list[dict]]], sources: Sequence[str], images: dict[str, list[str]],
