@@ -4,7 +4,6 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 # torch is pinned to a CPU build; elsewhere set TORCH_INDEX=https://download.pytorch.org/whl/cpu
-# --no-compile: Python compiles the modules a run imports, not all of every framework (74 s less here)
 TORCH_INDEX ?=
 PYTEST_ARGS ?=
 
@@ -18,8 +17,8 @@ install: $(VENV)/.installed
 
 $(VENV)/.installed: setup.cfg pyproject.toml requirements/constraints.txt
 	test -x $(PY) || python3 -m venv $(VENV)
-	$(PIP) install -q --no-compile $(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX)) -c requirements/constraints.txt torch==2.13.0
-	$(PIP) install -q --no-compile -c requirements/constraints.txt -e '.[frameworks,otel,test]'
+	$(PIP) install -q $(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX)) -c requirements/constraints.txt torch==2.13.0
+	$(PIP) install -q -c requirements/constraints.txt -e '.[frameworks,otel,test]'
 	touch $@
 
 bench: install

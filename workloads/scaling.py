@@ -41,7 +41,7 @@ def byte_sizes(text: str) -> list[int]:
 def _size(text: str, units: dict[str, int]) -> int:
     found = re.fullmatch(r"\s*(\d+)\s*([A-Za-z]*)\s*", text)
     if not found or found[2] not in units or int(found[1]) < 1:
-        raise ValueError(f"expected comma-separated whole numbers of 1 or more"
+        raise ValueError("expected comma-separated whole numbers of 1 or more"
                          + (f", each with an optional unit ({', '.join(u for u in units if u)})" if len(units) > 1 else "")
                          + f", not {text.strip()!r}")
     return int(found[1]) * units[found[2]]
