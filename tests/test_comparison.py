@@ -60,7 +60,8 @@ def test_session_report_progress_and_rebuild(sessions):
     assert table["inprocess"]["runs"] == "2" and table["inprocess"]["failed"] == "0"
     # sleepy's known cost: 0.15 s before the first step (startup), 3 x 0.15 s in all (overhead)
     assert 0.15 <= float(table["sleepy"]["startup (s)"]) < 0.3
-    assert 0.45 <= float(table["sleepy"]["over inprocess (s)"]) < 0.7
+    # over inprocess subtracts the floor's own overhead, a few ms that sleepy's run need not have (0.449 seen)
+    assert 0.44 <= float(table["sleepy"]["over inprocess (s)"]) < 0.7
     assert "| value |" in report and "| total |" in report  # the workloads' own figures
 
     # rebuilt from saved files, two sessions side by side, labelled by file
