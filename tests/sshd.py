@@ -21,7 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
-import psutil
+from pytest_mlpbench.architectures.airflow.server import stop_groups
 
 SSHD = Path("/usr/sbin/sshd")  # sshd re-executes itself, so it wants an absolute path
 INSTALL_HINT = "install the OpenSSH server: apt-get install openssh-server"
@@ -157,23 +157,7 @@ class SshServer:
         logged-in sessions and their children (a connection's sshd leaves the
         server's process group, so they are found by parentage)."""
         if self.proc is not None:
-            try:
-                tree = [psutil.Process(self.proc.pid)]
-                tree += tree[0].children(recursive=True)
-            except psutil.NoSuchProcess:
-                tree = []
-            for proc in tree:
-                try:
-                    proc.terminate()
-                except psutil.NoSuchProcess:
-                    pass
-            _, alive = psutil.wait_procs(tree, timeout=5)
-            for proc in alive:
-                try:
-                    proc.kill()
-                except psutil.NoSuchProcess:
-                    pass
-            psutil.wait_procs(alive, timeout=5)
+            stop_groups([self.proc], grace_s=5)
             self.proc.wait(timeout=5)
             self.proc = None
         if self.dir is not None:
