@@ -40,6 +40,7 @@ class MlpBench:
         work = session.registry.workload(workload)
         try:
             arch.check_workload(work)
+            arch.handoff(work)
         except Unavailable as exc:
             pytest.skip(str(exc))
         self.benchmark.group = work.name
@@ -83,6 +84,7 @@ class MlpBench:
             "workload": runs[0].workload,
             "scale": runs[0].scale,
             "params": runs[0].params,
+            "handoff": runs[0].handoff,
             "figures": [*FIGURES, *OPTIONAL_FIGURES],
             "median": medians(runs),
             "rounds": [{"run_id": r.run_id, "outcome": r.outcome, **r.figures(), "memory_method": r.memory_method,

@@ -25,6 +25,7 @@ MARKERS = {
     "inference": "benchmarks of batch-inference workloads",
     "monitor": "benchmarks of mlpbench's own monitor",
     "scaling": "scaling sweeps: chains, fan-outs and hand-offs of growing size",
+    "anchors": "published benchmarks reproduced here (the Windmill orchestrator benchmark): docs/anchors.md",
 }
 
 

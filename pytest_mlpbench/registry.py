@@ -13,7 +13,8 @@ from pytest_mlpbench.architectures.registry import BUILTIN, Entry
 from pytest_mlpbench.model.workload import Workload, WorkloadError, load_workload
 from pytest_mlpbench.options import OptionSet
 
-BUILTIN_WORKLOADS = ["workloads.training:WORKLOAD", "workloads.captioning:WORKLOAD"]
+BUILTIN_WORKLOADS = ["workloads.training:WORKLOAD", "workloads.captioning:WORKLOAD",
+                     "workloads.windmill:LIGHT", "workloads.windmill:LONG"]
 ARCHITECTURE_GROUP = "mlpbench.architectures"
 WORKLOAD_GROUP = "mlpbench.workloads"
 

@@ -135,6 +135,7 @@ class BenchSession:
             events=str(run_dir / "events.jsonl"),
             params={"data_dir": self.settings.data_dir, **option_params(self.settings, workload), **params},
             traceparent=new_traceparent() if self.traced else None,
+            handoff=arch.handoff(workload),
         )
         monitor = Monitor(self.settings.sample_interval)
         for pid in arch.watch_pids():
@@ -168,6 +169,7 @@ class BenchSession:
             error=live.error,
         )
         record.cores, record.host, record.worker = self.cores, self.host, self.worker
+        record.handoff = live.arch.handoff_used(spec.handoff)
         self.records.append(record)
         if self.telemetry:
             self.telemetry.add_run(record, events, usage.samples, spec.traceparent)

@@ -6,15 +6,16 @@ Importable by step processes too: architectures pass the test process's
 from __future__ import annotations
 
 import json
-import time
-
+import os
+import shutil
 import subprocess
 import sys
+import time
 
 from pytest_mlpbench import Architecture, Step, Workload
 from pytest_mlpbench.architectures.inprocess import InProcess
 from pytest_mlpbench.model.workload import directory_bytes, fanout_items, step_inputs
-from pytest_mlpbench.step import run_step
+from pytest_mlpbench.step import handoff, run_step, task_spec
 from pytest_mlpbench.step.events import execute_step
 
 SCALES = {"smoke": {"sleep_s": 0.05}, "small": {"sleep_s": 0.1}, "full": {"sleep_s": 0.2}}
@@ -130,14 +131,18 @@ class Sleepy(Architecture):
 
 class Priced(Architecture):
     """Runs any workload in the test process at a known price: ``fixed_s`` per
-    run, ``task_s`` before each task, and ``gib_s`` per GiB a step leaves in
-    the run's artifacts for the next (scaling sweeps' injected truth)."""
+    run, ``task_s`` before each task, and per GiB a step leaves in the run's
+    artifacts for the next ``gib_s``, or in native hand-off, where each task's
+    files are linked into its consumer's own directory, ``native_gib_s``
+    (scaling sweeps' injected truth)."""
 
     name = "priced"
-    fixed_s, task_s, gib_s = 0.3, 0.05, 4.0
+    handoff_modes = ("shared", "native")
+    fixed_s, task_s, gib_s, native_gib_s = 0.3, 0.05, 4.0, 8.0
 
     def run(self, workload, run):
         time.sleep(self.fixed_s)
+        native = run.spec.handoff == "native"
         outputs = {}
         for step in workload.steps:
             inputs = step_inputs(workload, step, outputs)
@@ -146,9 +151,22 @@ class Priced(Architecture):
             results = []
             for index in range(width or 1):
                 time.sleep(self.task_s)
-                results.append(run_step(run.spec, step.name, outputs, index if width else None, workload))
+                task = index if width else None
+                carried = self.carry(run, step, task, outputs) if native else None
+                results.append(run_step(task_spec(run.spec, step.name, task), step.name, outputs, task, workload,
+                                        carried))
             outputs[step.name] = results if width else results[0]
-            time.sleep((directory_bytes(run.spec.artifacts) - before) / 2**30 * self.gib_s)
+            written = directory_bytes(run.spec.artifacts) - before
+            time.sleep(written / 2**30 * (self.native_gib_s if native else self.gib_s))
+
+    @staticmethod
+    def carry(run, step, index, outputs) -> dict:
+        """Each producing task's directory, linked (so its own cost is next to nothing) for this task alone."""
+        to = run.dir / "carried" / handoff.task_key(step.name, index)
+        keys = handoff.keys({need: outputs[need] for need in step.needs})
+        for key in keys:
+            shutil.copytree(run.artifacts / key, to / key, copy_function=os.link)
+        return {key: to / key for key in keys}
 
 
 class Missing(Architecture):

@@ -27,13 +27,15 @@ from pytest_mlpbench.architectures import RunTimeout, Unavailable
 from pytest_mlpbench.architectures.airflow import AirflowLocal, worker_database
 from pytest_mlpbench.architectures.airflow.client import AirflowError, timestamp_ns
 from pytest_mlpbench.architectures.airflow.dags import dag_id, kubernetes_dag, local_dag
-from pytest_mlpbench.architectures.airflow.server import parse_settings, redact
+from pytest_mlpbench.architectures.airflow.server import TUNED_SETTINGS, parse_settings, redact
+from pytest_mlpbench.architectures.airflow.storage import local_dir, parse_uri
 from pytest_mlpbench.architectures.base import Run
 from pytest_mlpbench.model.dag import fanout_feeds
 from pytest_mlpbench.model.workload import RunSpec, Step, Workload, WorkloadError
 from pytest_mlpbench.options import Settings
 from pytest_mlpbench.plugin import everything
 from pytest_mlpbench.session import BenchSession
+from workloads import scaling
 
 TESTS = Path(__file__).parent
 HAS_PROVIDER = importlib.util.find_spec("airflow.providers.cncf.kubernetes") is not None
@@ -100,6 +102,31 @@ def test_settings_and_urls_are_parsed_and_redacted():
         parse_settings("parallelism=4")
     assert redact("postgresql://u:secret@127.0.0.1:5/db") == "postgresql://u:***@127.0.0.1:5/db"
     assert timestamp_ns("1970-01-01T00:00:01.000002Z") == 1_000_002_000
+    assert parse_uri("s3://aws_default@bucket/prefix/") == "s3://aws_default@bucket/prefix"
+    assert parse_uri("/tmp/store") == "file:///tmp/store" and local_dir("file:///tmp/store") == Path("/tmp/store")
+    with pytest.raises(ValueError, match="expected a URI"):
+        parse_uri("s3://")
+
+
+def test_framework_defaults_keep_only_what_airflow_needs_here(tmp_path):
+    """Without a server: the settings each choice gives, and what machine_info says of it."""
+    def configured(**values):
+        arch = AirflowLocal(Settings({"airflow_db": None, "airflow_config": None, **values}))
+        server = arch.make_server(tmp_path)
+        return server.settings(), arch.versions()["airflow-settings"], server.commands()["scheduler"]
+
+    tuned, tuned_name, tuned_scheduler = configured()
+    plain, plain_name, plain_scheduler = configured(framework_defaults=True)
+    assert tuned_scheduler == plain_scheduler == ["scheduler", "--skip-serve-logs"]  # no log server on 0.0.0.0
+    assert tuned["scheduler.scheduler_idle_sleep_time"] == "0.1" and tuned["dag_processor.refresh_interval"] == "1"
+    assert set(TUNED_SETTINGS) <= set(tuned) and not set(TUNED_SETTINGS) & set(plain)
+    assert set(tuned) - set(plain) == set(TUNED_SETTINGS)
+    assert {key: plain[key] for key in ("core.load_examples", "core.dags_are_paused_at_creation", "api.host")} == {
+        "core.load_examples": "False", "core.dags_are_paused_at_creation": "False", "api.host": "127.0.0.1"}
+    assert plain["api_auth.jwt_secret"] and plain["core.execution_api_server_url"].endswith("/execution/")
+    assert (tuned_name, plain_name) == ("tuned", "framework-defaults")
+    chosen, _, _ = configured(framework_defaults=True, airflow_config={"core.parallelism": "4"})
+    assert chosen["core.parallelism"] == "4"  # what the user sets still wins
 
 
 def test_bad_airflow_db_is_a_usage_error(pytester):
@@ -171,8 +198,43 @@ def test_a_pod_runs_the_step_entry_point_with_its_templated_arguments(tmp_path):
 # -- one real Airflow (SQLite) for the tests below -----------------------------------------------
 
 
+#: A fan-out whose tasks each write a file and whose gather reads them all: in native hand-off
+#: each of its tasks has a KEY of its own in the object storage. A module of its own, on the
+#: import path the servers get, so that task processes import it without this test module.
+FILES_FANOUT = """
+from pathlib import Path
+from pytest_mlpbench import Step, Workload
+
+
+def seed(ctx):
+    (Path(ctx.artifacts) / "seed.txt").write_text("3")
+    return {"seed": str(Path(ctx.artifacts) / "seed.txt"), "parts": [1, 2]}
+
+
+def part(ctx, item, seed):
+    path = Path(ctx.artifacts) / "part" / "value.txt"
+    path.parent.mkdir()
+    path.write_text(str(item * int(Path(seed).read_text())))
+    return {"part": str(path)}
+
+
+def total(ctx, part):
+    ctx.metric("total", sum(int(Path(p).read_text()) for p in part))
+    return {}
+
+
+WORKLOAD = Workload(name="files-fanout", ref="airflow_files_fanout:WORKLOAD", handoff="native",
+                    steps=(Step("seed", seed), Step("part", part, needs=("seed",), foreach="parts"),
+                           Step("total", total, needs=("part",))),
+                    scales={scale: {} for scale in ("smoke", "small", "full")})
+"""
+
+
 @pytest.fixture(scope="module")
 def airflow(tmp_path_factory):
+    modules = tmp_path_factory.mktemp("modules")
+    (modules / "airflow_files_fanout.py").write_text(FILES_FANOUT)
+    sys.path.insert(0, str(modules))  # before the servers start: their task processes get this path
     session = make_session(tmp_path_factory.mktemp("airflow"))
     try:
         arch = session.architecture("airflow-local")
@@ -181,6 +243,7 @@ def airflow(tmp_path_factory):
         pytest.skip(str(exc))
     yield session, arch
     session.close()
+    sys.path.remove(str(modules))
 
 
 def run_once(session, arch, workload):
@@ -208,6 +271,31 @@ def test_fanout_is_dynamic_task_mapping(airflow):
     assert record.metrics == {"total": 14.0}
     shards = sorted((s["index"], s["queue_delay_s"] >= 0) for s in record.steps if s["step"] == "shard")
     assert shards == [(0, True), (1, True), (2, True)]
+
+
+def test_native_handoff_goes_through_object_storage(airflow):
+    session, arch = airflow
+    size = 2**20
+    record = run_once(session, arch, scaling.handoff(size, "native"))
+    assert record.outcome == "passed", record.error
+    assert record.handoff == "native" and record.metrics["bytes_read"] == size
+    store = local_dir(arch.object_storage) / record.run_id
+    assert (store / "write" / "handoff.bin").stat().st_size == size
+    carried = session.session_dir / "runs" / record.run_id / "carried"
+    assert (carried / "read" / "write" / "handoff.bin").stat().st_size == size  # read's own copy, from the store
+
+    import airflow_files_fanout
+
+    record = run_once(session, arch, airflow_files_fanout.WORKLOAD)
+    assert record.outcome == "passed", record.error
+    assert record.handoff == "native" and record.metrics == {"total": 9.0}
+    store = local_dir(arch.object_storage) / record.run_id
+    assert sorted(p.relative_to(store).as_posix() for p in store.rglob("*") if p.is_file()) == [
+        "part.0/part/value.txt", "part.1/part/value.txt", "seed/seed.txt"]
+    carried = session.session_dir / "runs" / record.run_id / "carried"
+    assert sorted(p.relative_to(carried).as_posix() for p in carried.rglob("*") if p.is_file()) == [
+        "part.0/seed/seed.txt", "part.1/seed/seed.txt", "total/part.0/part/value.txt",
+        "total/part.1/part/value.txt"]
 
 
 def test_a_failing_step_fails_the_run_with_its_log(airflow):

@@ -16,6 +16,60 @@ from pytest_mlpbench.step.params import to_param
 
 TESTS = bench_source("linear", "fanout", "failing")
 
+#: A module of the benchmarked project: a hand-off of ``bytes`` into a fan-out
+#: whose tasks each hand a file on to the gather.
+FANFILES = """
+from pathlib import Path
+
+from pytest_mlpbench import Step, Workload
+
+
+def begin(ctx):
+    blob = Path(ctx.artifacts) / "blob.bin"
+    blob.write_bytes(b"x" * ctx.params["bytes"])
+    return {"blob": str(blob), "parts": [1, 2]}
+
+
+def part(ctx, item, blob):
+    path = Path(ctx.artifacts) / "part.txt"
+    path.write_text(str(item * Path(blob).stat().st_size))
+    return {"part": str(path)}
+
+
+def total(ctx, part):
+    ctx.metric("total", sum(int(Path(p).read_text()) for p in part))
+    return {}
+
+
+FANFILES = Workload("fanfiles", "fanfiles:FANFILES", (
+    Step("begin", begin), Step("part", part, needs=("begin",), foreach="parts"),
+    Step("total", total, needs=("part",))), {s: {"bytes": 2**20} for s in ("smoke", "small", "full")},
+    handoff="native")
+"""
+
+#: Native hand-off benchmarks, each checking that its files lie in the run's pipeline root as KFP artifacts.
+NATIVE_TESTS = """
+from fanfiles import FANFILES
+from workloads import scaling
+
+
+def artifacts(mlpbench, record):
+    root = mlpbench.session.session_dir / "runs" / record.run_id / "kfp"
+    return {str(p.relative_to(root)).split("/", 1)[1]: p.stat().st_size for p in root.rglob("*/artifacts/*")}
+
+
+def test_handoff_native(mlpbench):
+    [record] = mlpbench.run(scaling.handoff(2**20, "native"))
+    assert artifacts(mlpbench, record) == {"write/artifacts/handoff.bin": 2**20}
+
+
+def test_fanfiles(mlpbench):
+    [record] = mlpbench.run(FANFILES)
+    assert artifacts(mlpbench, record) == {"begin/artifacts/blob.bin": 2**20,
+                                           "for-loop-1-iteration-0/part/artifacts/part.txt": 7,
+                                           "for-loop-1-iteration-1/part/artifacts/part.txt": 7}
+"""
+
 SMOKE = ("--mlpbench-arch=kubeflow-local", "--mlpbench-rounds=1", "--mlpbench-scale=smoke")
 
 
@@ -23,11 +77,16 @@ def ir(workload, tmp_path) -> dict:
     return yaml.safe_load(compile_pipeline(build_pipeline(workload), tmp_path / "p.yaml").read_text())
 
 
-def test_linear_fanout_and_failure_run_for_real(bench):
-    bench.tests(TESTS)
+def test_linear_fanout_failure_and_native_handoff_run_for_real(bench):
+    bench.tests(TESTS + NATIVE_TESTS)
+    bench.pytester.makepyfile(fanfiles=FANFILES)
     result = bench.run(*SMOKE)
-    result.assert_outcomes(passed=2, failed=1)
+    result.assert_outcomes(passed=4, failed=1)
     runs = {r["workload"]: r for r in bench.runs()}
+    handoff, fanfiles = runs["handoff-native-1048576"], runs["fanfiles"]
+    assert handoff["handoff"] == fanfiles["handoff"] == "native" and runs["linear"]["handoff"] == "shared"
+    assert handoff["metrics"] == {"bytes_read": 2**20}
+    assert fanfiles["metrics"] == {"total": 3 * 2**20}  # each part read begin's file, the total both parts'
     linear, fanout, failing = runs["linear"], runs["fanout"], runs["failing"]
     assert linear["outcome"] == fanout["outcome"] == "passed"
     assert [s["step"] for s in linear["steps"]] == ["begin", "middle", "end"]
@@ -75,6 +134,23 @@ def test_ir_fans_out_in_a_parallel_for_and_collects(tmp_path):
     gather = tasks["gather"]["inputs"]["parameters"]["up_0"]["taskOutputParameter"]
     assert gather["producerTask"].startswith("for-loop")
     assert spec["components"]["comp-gather"]["inputDefinitions"]["parameters"]["up_0"]["parameterType"] == "LIST"
+
+
+def test_ir_of_a_native_handoff_passes_each_task_its_producers_artifacts(tmp_path):
+    spec = yaml.safe_load(compile_pipeline(build_pipeline(FANOUT, native=True), tmp_path / "p.yaml").read_text())
+    components = spec["components"]
+    for name in ("begin", "shard", "gather"):
+        assert components[f"comp-{name}"]["outputDefinitions"]["artifacts"]["artifacts"]
+    assert "in_0" not in components["comp-begin"]["inputDefinitions"].get("artifacts", {})
+    assert not components["comp-shard"]["inputDefinitions"]["artifacts"]["in_0"].get("isArtifactList")
+    assert components["comp-gather"]["inputDefinitions"]["artifacts"]["in_0"]["isArtifactList"]
+    name, loop = next((n, t) for n, t in spec["root"]["dag"]["tasks"].items() if n.startswith("for-loop"))
+    body = components[loop["componentRef"]["name"]]["dag"]["tasks"]["shard"]
+    assert body["inputs"]["artifacts"]["in_0"]["componentInputArtifact"] == "pipelinechannel--begin-artifacts"
+    gather = spec["root"]["dag"]["tasks"]["gather"]["inputs"]
+    assert gather["artifacts"]["in_0"]["taskOutputArtifact"]["producerTask"] == name
+    shared = ir(FANOUT, tmp_path)["components"]
+    assert not any("artifacts" in c.get(d, {}) for c in shared.values() for d in ("inputDefinitions", "outputDefinitions"))
 
 
 def test_tasks_install_nothing(tmp_path):

@@ -202,8 +202,41 @@ def test_remote_variants_are_skipped_with_the_reason(bench, bare_env):
 
 # -- real runs with Metaflow's local runtime --
 
+#: A fan-out whose tasks each write a file of the same name, all read by the
+#: join: native hand-off's fan-out case (written into the session as a module
+#: the task processes import).
+FILES_FANOUT = """
+from pathlib import Path
+
+from pytest_mlpbench import Step, Workload
+
+
+def begin(ctx):
+    path = Path(ctx.artifacts) / "seed.bin"
+    path.write_bytes(b"s" * 100)
+    return {"seed": str(path), "shards": [1, 2, 3]}
+
+
+def shard(ctx, item, seed):
+    path = Path(ctx.artifacts) / "part.bin"
+    path.write_bytes(Path(seed).read_bytes()[:1] * (item * 1024))
+    return {"part": str(path)}
+
+
+def gather(ctx, part):
+    ctx.metric("bytes_read", float(sum(len(Path(p).read_bytes()) for p in part)))
+    return {}
+
+
+WORKLOAD = Workload(name="fanout-files", ref="files_fanout:WORKLOAD", handoff="native", scales={
+    s: {} for s in ("smoke", "small", "full")}, steps=(
+    Step("begin", begin), Step("shard", shard, needs=("begin",), foreach="shards"),
+    Step("gather", gather, needs=("shard",))))
+"""
+
 CONFTEST = """
 from fakes import LINEAR, FANOUT, FAILING
+from files_fanout import WORKLOAD as FILES_FANOUT
 from pytest_mlpbench.architectures.metaflow import MetaflowLocal
 
 
@@ -214,12 +247,50 @@ class Shipping(MetaflowLocal):
 
 
 def pytest_mlpbench_register(registry):
-    for workload in (LINEAR, FANOUT, FAILING):
+    for workload in (LINEAR, FANOUT, FAILING, FILES_FANOUT):
         registry.add_workload(workload)
     registry.add_architecture("metaflow-shipping", Shipping)
 """
 
-RUNS = bench_source("linear", "fanout", "failing")
+NATIVE_RUNS = '''
+
+import json
+from pathlib import Path
+
+from pytest_mlpbench.architectures.metaflow.body import files_artifact
+from workloads import scaling
+
+
+def datastore_files(mlpbench, record):
+    """Write what the datastore holds of each task's files: the files in its
+    artifact, the artifact's sha and the size of its blob on disk."""
+    from metaflow import Task, metadata, namespace
+
+    store = mlpbench.session.architecture(mlpbench.arch_name).dir / "store"
+    metadata(f"local@{store}")
+    namespace(None)
+    found = {}
+    for row in record.steps:
+        key = row["step"] if row["index"] is None else f"{row['step']}.{row['index']}"
+        flow = row["metaflow_task"].split("/")[0]
+        artifact = Task(row["metaflow_task"])[files_artifact(key)]
+        blob = store / ".metaflow" / flow / "data" / artifact.sha[:2] / artifact.sha
+        found[key] = {"files": {rel: len(data) for rel, data in artifact.data.items()},
+                      "sha": artifact.sha, "blob_bytes": blob.stat().st_size}
+    Path(f"datastore-{mlpbench.arch_name}-{record.workload}.json").write_text(json.dumps(found))
+
+
+def test_handoff_native(mlpbench):
+    [record] = mlpbench.run(scaling.handoff(2**20, "native"))
+    datastore_files(mlpbench, record)
+
+
+def test_fanout_files(mlpbench):
+    [record] = mlpbench.run("fanout-files")
+    datastore_files(mlpbench, record)
+'''
+
+RUNS = bench_source("linear", "fanout", "failing") + NATIVE_RUNS
 
 
 class Session:
@@ -239,6 +310,7 @@ def session(tmp_path_factory) -> Session:
     """One pytest session with real Metaflow runs; every test below reads it."""
     path = tmp_path_factory.mktemp("metaflow-runs")
     (path / "conftest.py").write_text(CONFTEST)
+    (path / "files_fanout.py").write_text(FILES_FANOUT)
     (path / "test_runs.py").write_text(RUNS)
     (path / "tmp").mkdir()
     env = {**os.environ, "TMPDIR": str(path / "tmp"),  # the session directory, so leftovers can be found
@@ -247,7 +319,7 @@ def session(tmp_path_factory) -> Session:
         [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-rA", "--benchmark-json=bench.json",
          "--mlpbench-arch=metaflow-local,metaflow-shipping", "--mlpbench-rounds=1", "--mlpbench-warmup=0",
          "--mlpbench-scale=smoke", "--mlpbench-timeout=120", "--mlpbench-metaflow-max-workers=3",
-         "-k", "metaflow-local or fanout"],
+         "-k", "metaflow-local and not fanout_files or metaflow-shipping and fanout"],
         cwd=path, env=env, capture_output=True, text=True, timeout=300,
     )
     leftovers = [p.info for p in psutil.process_iter(["pid", "cmdline"])
@@ -283,6 +355,32 @@ def test_fanout_flow_runs_for_real(session, arch):
     assert set(record["gaps"]) == {"begin->shard", "shard->gather"}
 
 
+def datastore(session: Session, arch: str, workload: str) -> dict:
+    return json.loads((session.path / f"datastore-{arch}-{workload}.json").read_text())
+
+
+def test_native_handoff_carries_the_bytes_as_a_metaflow_artifact(session):
+    record = session.record("metaflow-local", "handoff-native-1048576")
+    assert record["outcome"] == "passed", session.output
+    assert record["handoff"] == "native" and record["metrics"]["bytes_read"] == 2**20
+    found = datastore(session, "metaflow-local", "handoff-native-1048576")
+    assert found["write"]["files"] == {"handoff.bin": 2**20}
+    assert found["write"]["blob_bytes"] >= 2**20  # random bytes: Metaflow's gzip cannot shrink them
+    assert found["read"]["files"] == {}
+
+
+def test_native_fan_out_hands_every_task_its_files_and_ships_them_back(session):
+    """Run as the remote variants run (events and files shipped as artifacts) only: the rest is metaflow-local's."""
+    record = session.record("metaflow-shipping", "fanout-files")
+    assert record["outcome"] == "passed", session.output
+    assert record["handoff"] == "native" and record["metrics"]["bytes_read"] == (1 + 2 + 3) * 1024
+    found = datastore(session, "metaflow-shipping", "fanout-files")
+    assert found["begin"]["files"] == {"seed.bin": 100}
+    assert [found[f"shard.{i}"]["files"] for i in range(3)] == [{"part.bin": n * 1024} for n in (1, 2, 3)]
+    assert len({found[f"shard.{i}"]["sha"] for i in range(3)}) == 3
+    assert record["artifact_bytes"] == 100 + 6 * 1024  # each task's files, restored from the datastore
+
+
 def test_failing_step_fails_the_benchmark_with_metaflows_error(session):
     record = session.record("metaflow-local", "failing")
     assert record["outcome"] == "failed"
@@ -292,7 +390,7 @@ def test_failing_step_fails_the_benchmark_with_metaflows_error(session):
     assert [(s["step"], s["outcome"]) for s in record["steps"]] == [("begin", "passed"), ("fail", "failed")]
     assert "metaflow-local / failing round 0: failed: Metaflow run of MlpbenchFailingFlow failed in" in session.output
     assert "RuntimeError: this step fails on purpose" in session.output
-    assert re.search(r"\b1 failed, 3 passed\b", session.output), session.output
+    assert re.search(r"\b1 failed, 5 passed\b", session.output), session.output
 
 
 def test_no_metaflow_process_is_left_behind(session):

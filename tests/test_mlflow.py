@@ -19,8 +19,9 @@ from fakes import FAILING, FANOUT, LINEAR
 from pytest_mlpbench.architectures import RunFailed, RunTimeout
 from pytest_mlpbench.architectures.base import Run, kill_group
 from pytest_mlpbench.architectures.mlflow_projects import MlflowProjects  # imports no mlflow until used
-from pytest_mlpbench.model.workload import RunSpec
+from pytest_mlpbench.model.workload import RunSpec, Step, Workload
 from pytest_mlpbench.sinks.mlflow import import_mlflow, parse_tracking_uri
+from workloads import scaling
 
 pytestmark = [
     pytest.mark.skipif(find_spec("mlflow") is None, reason="mlflow is not installed"),
@@ -92,6 +93,63 @@ def test_fan_out_tasks_are_mlflow_runs_of_their_own(arch, tmp_path):
     for run_id in shard_runs:  # each task its own MLflow run, nested under the benchmark run's
         logged = client.get_run(run_id)
         assert logged.info.status == "FINISHED" and logged.data.tags["mlflow.parentRunId"]
+
+
+def fan_begin(ctx) -> dict:
+    blob = Path(ctx.artifacts) / "blob.bin"
+    blob.write_bytes(os.urandom(ctx.params["bytes"]))
+    return {"blob": str(blob), "parts": [1, 2]}
+
+
+def fan_part(ctx, item, blob) -> dict:
+    part = Path(ctx.artifacts) / "part.txt"
+    part.write_text(str(item * Path(blob).stat().st_size))
+    return {"part": str(part)}
+
+
+def fan_sum(ctx, part) -> dict:
+    ctx.metric("total", sum(int(Path(p).read_text()) for p in part))
+    return {}
+
+
+#: A hand-off of ``bytes`` into a fan-out whose tasks each hand a file on to the gather.
+FANFILES = Workload("fanfiles", "test_mlflow:FANFILES", (
+    Step("begin", fan_begin), Step("part", fan_part, needs=("begin",), foreach="parts"),
+    Step("sum", fan_sum, needs=("part",))), {s: {"bytes": 2**20} for s in ("smoke", "small", "full")},
+    handoff="native")
+
+
+def test_native_handoff_carries_files_through_the_artifact_store_into_and_out_of_a_fan_out(arch, tmp_path):
+    assert arch.handoff(FANFILES) == arch.handoff_used("native") == "native"
+    assert arch.handoff(scaling.handoff(2**20, "native")) == "native"
+    run = make_run(tmp_path, FANFILES)
+    run.spec.handoff = "native"
+    arch.run(FANFILES, run)
+    events = {(e["step"], e["index"]): e for e in map(json.loads, Path(run.spec.events).read_text().splitlines())}
+    assert events[("sum", None)]["metrics"] == {"total": 3.0 * 2**20}
+    store = arch.dir / "mlartifacts" / "fanfiles"
+    begin = store / run.task_info[("begin", None)]["mlflow_run_id"] / "artifacts" / "begin" / "blob.bin"
+    assert begin.stat().st_size == 2**20  # logged to the begin task's MLflow run, under its key
+    for i in range(2):  # each part task downloaded it, and logged its own file for the gather
+        assert (run.dir / "carried" / f"part.{i}" / "begin" / "blob.bin").read_bytes() == begin.read_bytes()
+        part = store / run.task_info[("part", i)]["mlflow_run_id"] / "artifacts" / f"part.{i}" / "part.txt"
+        assert part.read_text() == (run.dir / "carried" / "sum" / f"part.{i}" / "part.txt").read_text()
+
+
+def test_a_failed_download_is_the_runs_error(arch, tmp_path, monkeypatch):  # arch: MLflow imported, telemetry off
+    from pytest_mlpbench.architectures.mlflow_projects import Driver
+    from pytest_mlpbench.architectures.mlflow_step import main
+
+    monkeypatch.setenv("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # main() sets it where unset
+    run = make_run(tmp_path, FANFILES)
+    run.spec.handoff = "native"
+    driver = Driver(run, tmp_path, tmp_path / "spec.json")
+    driver.fetch = {"begin": (tmp_path / "nowhere" / "begin").as_uri()}
+    plan = driver.plan("part", 1)
+    assert main(["--handoff", str(plan), "--spec", "{}", "--step", "part", "--outputs", "x"]) == 1
+    assert re.match(r"step 'part\[1\]': native hand-off: downloading the artifacts of \['begin'\] from MLflow failed: "
+                    ".*No such artifact", driver.handoff_error("part", 1), re.S)
+    assert driver.handoff_error("part", 0) is None
 
 
 def test_a_failing_step_fails_the_run_with_its_error(arch, tmp_path):

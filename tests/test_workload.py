@@ -3,9 +3,15 @@ import re
 
 import pytest
 
+from pytest_mlpbench.architectures.base import Run
+from pytest_mlpbench.architectures.inprocess import InProcess
 from pytest_mlpbench.measure.monitor import Usage
 from pytest_mlpbench.measure.record import build_record
-from pytest_mlpbench.model.workload import Step, Workload, WorkloadError, step_inputs, task_inputs
+from pytest_mlpbench.model.workload import RunSpec, Step, Workload, WorkloadError, step_inputs, task_inputs
+from pytest_mlpbench.options import CORE
+from pytest_mlpbench.registry import Registry
+from pytest_mlpbench.step.events import read_events
+from workloads import windmill
 
 SCALES = {s: {} for s in ("smoke", "small", "full")}
 
@@ -134,3 +140,25 @@ def test_clock_skew_of_another_host_is_bounded_and_marks_figures_it_exceeds():
     assert record.unreliable == ["gaps.a->fan"]  # 0.05 s across hosts; fan->join is -1.4 s, above the skew
     remote_first = [dict(e, host="there") if e["step"] == "a" else e for e in events]
     assert "startup_s" in record_of(remote_first, 3.0).unreliable  # 0.2 s from our clock to theirs
+
+
+@pytest.mark.parametrize("workload, tasks, fib", [(windmill.LIGHT, 40, 55), (windmill.LONG, 10, 6765)],
+                         ids=["light", "long"])
+def test_windmill_chains_compute_fibonacci_in_order(tmp_path, workload, tasks, fib):
+    (tmp_path / "artifacts").mkdir()
+    spec = RunSpec(workload=workload.ref, scale="smoke", run_id="w", artifacts=str(tmp_path / "artifacts"),
+                   events=str(tmp_path / "events.jsonl"))
+    InProcess().run(workload, Run(spec=spec, workload=workload, dir=tmp_path))
+    events = read_events(spec.events, "w")
+    assert [e["step"] for e in events] == [f"task_{i:02d}" for i in range(tasks)]
+    assert all(e["outcome"] == "passed" and e["metrics"] == {"fib": fib} for e in events)
+
+
+def test_windmill_published_shape_is_the_default_and_registered():
+    assert windmill.fibo(10) == 55 and windmill.fibo(20) == 6765
+    assert next(o.default for o in CORE if o.name == "scale") in windmill.PUBLISHED_SCALES
+    registry = Registry.builtin()
+    for workload, shape in [(windmill.LIGHT, {"tasks": 40, "n": 10}), (windmill.LONG, {"tasks": 10, "n": 33})]:
+        assert workload.scales["small"] == workload.scales["full"] == shape
+        assert len(workload.steps) == shape["tasks"] and workload.edges()[0] == ("task_00", "task_01")
+        assert registry.workload(workload.name).marker == "anchors"

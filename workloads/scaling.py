@@ -4,7 +4,9 @@ byte handed between steps cost each architecture.
 - ``chain-N``: N light tasks, one after another.
 - ``fanout-W`` and ``fanout-cpu-W``: begin -> W tasks side by side -> gather;
   the tasks are light, or each burns ``busy_s`` of CPU.
-- ``handoff-S``: one step writes S bytes, the next reads them.
+- ``handoff-S``: one step writes S bytes, the next reads them, through the
+  run's shared directory; ``handoff-native-S``: through each framework's own
+  data layer (see ``pytest_mlpbench.step.handoff``).
 
 The size is in the name, and a step process finds the workload again from its
 ref alone: ``workloads.scaling:chain_16`` is made on import by this module's
@@ -24,7 +26,7 @@ HERE = "workloads.scaling"
 SCALES = ("smoke", "small", "full")
 BUSY_S = {"smoke": 0.2, "small": 0.5, "full": 1.0}  # each CPU-bound fan-out task's CPU time
 CHUNK = 1 << 20
-NAME = re.compile(r"^(chain|fanout|fanout-cpu|handoff)-(\d+)$")
+NAME = re.compile(r"^(chain|fanout|fanout-cpu|handoff|handoff-native)-(\d+)$")
 UNITS = {"": 1, "B": 1, "KiB": 2**10, "MiB": 2**20, "GiB": 2**30}
 
 
@@ -47,6 +49,14 @@ def _size(text: str, units: dict[str, int]) -> int:
     return int(found[1]) * units[found[2]]
 
 
+def modes(text: str) -> list[str]:
+    found = [part.strip() for part in text.split(",")]
+    wrong = [m for m in found if m not in ("shared", "native")]
+    if wrong or not found:
+        raise ValueError(f"expected shared, native or both, comma-separated, not {text.strip()!r}")
+    return list(dict.fromkeys(found))
+
+
 OPTIONS = (
     Option("chain_sizes", "Scaling sweep: the lengths of the chains of light tasks (default: 1,4,16,64).",
            counts, [1, 4, 16, 64], "N,N,..."),
@@ -54,6 +64,9 @@ OPTIONS = (
            counts, [1, 2, 4, 16], "W,W,..."),
     Option("handoff_sizes", "Scaling sweep: the bytes one step hands the next (default: 1MiB,64MiB,512MiB).",
            byte_sizes, [2**20, 64 * 2**20, 512 * 2**20], "SIZE,SIZE,..."),
+    Option("handoff_modes", "Scaling sweep: how the hand-offs carry their bytes: shared (one directory every step "
+           "sees), native (each framework's own data layer) (default: shared,native).",
+           modes, ["shared", "native"], "MODE,MODE"),
 )
 
 
@@ -108,19 +121,22 @@ def fanout(width: int, cpu: bool = False) -> Workload:
     return _workload(name, steps, {"width": width}, busy=cpu)
 
 
-def handoff(size: int) -> Workload:
+def handoff(size: int, mode: str = "shared") -> Workload:
     steps = (Step("write", f"{HERE}:write"), Step("read", f"{HERE}:read", needs=("write",)))
-    return _workload(f"handoff-{size}", steps, {"bytes": size})
+    name = f"handoff-{size}" if mode == "shared" else f"handoff-{mode}-{size}"
+    return _workload(name, steps, {"bytes": size}, handoff=mode)
 
 
-def _workload(name: str, steps: tuple[Step, ...], params: dict, busy: bool = False) -> Workload:
+def _workload(name: str, steps: tuple[Step, ...], params: dict, busy: bool = False,
+              handoff: str = "shared") -> Workload:
     scales = {scale: {**params, **({"busy_s": BUSY_S[scale]} if busy else {})} for scale in SCALES}
     return Workload(name=name, ref=f"{HERE}:{name.replace('-', '_')}", steps=steps, scales=scales,
-                    marker="scaling", builtin=True)
+                    marker="scaling", builtin=True, handoff=handoff)
 
 
 def workload(name: str) -> Workload:
-    """The scaling workload of this name (``chain-16``, ``fanout-cpu-4``, ``handoff-1048576``)."""
+    """The scaling workload of this name (``chain-16``, ``fanout-cpu-4``, ``handoff-1048576``,
+    ``handoff-native-1048576``)."""
     found = NAME.match(name)
     if not found or int(found[2]) < 1:
         raise WorkloadError(f"{name!r} is not a scaling workload: chain-N, fanout-W, fanout-cpu-W or handoff-BYTES, "
@@ -128,8 +144,8 @@ def workload(name: str) -> Workload:
     family, size = found[1], int(found[2])
     if family == "chain":
         return chain(size)
-    if family == "handoff":
-        return handoff(size)
+    if family.startswith("handoff"):
+        return handoff(size, "native" if family == "handoff-native" else "shared")
     return fanout(size, cpu=family == "fanout-cpu")
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Callable, ClassVar, Mapping, Sequence, TypeVar
 
 from pytest_mlpbench.model.workload import RunSpec, Workload
-from pytest_mlpbench.options import Option, positive_float
+from pytest_mlpbench.options import Option, positive_float, yes_no
 from pytest_mlpbench.step.events import EVENTS_ENV
 
 
@@ -31,6 +31,11 @@ T = TypeVar("T")
 
 REMOTE_POLL = Option("remote_poll", "Seconds between status polls of a kubeflow or sagemaker run (default: 2).",
                      positive_float, 2.0, "SECONDS")
+FRAMEWORK_DEFAULTS = Option(
+    "framework_defaults", "Run the frameworks that take this option (airflow-local, airflow-kubernetes) with their "
+    "own default settings instead of the tuning pytest-mlpbench applies for short pipelines; what they need to run "
+    "here at all stays set (docs/settings.md) (default: no).",
+    yes_no, False, "yes|no")
 
 
 class Architecture:
@@ -49,6 +54,12 @@ class Architecture:
     #: The options of this architecture (``--mlpbench-NAME`` and ini ``mlpbench_NAME``);
     #: their values reach ``self.settings`` by name.
     options: ClassVar[Sequence[Option]] = ()
+    #: The values of ``RunSpec.handoff`` that ``run`` carries files in
+    #: (see :mod:`pytest_mlpbench.step.handoff`).
+    handoff_modes: ClassVar[tuple[str, ...]] = ("shared",)
+    #: Files cross between tasks through the framework's own data layer even in
+    #: ``shared`` mode (SageMaker's channels, which mount them at the same paths).
+    shared_is_native: ClassVar[bool] = False
 
     def __init__(self, settings: Any = None):
         self.settings = settings
@@ -58,6 +69,19 @@ class Architecture:
 
     def check_workload(self, workload: Workload) -> None:
         """Raise :class:`Unavailable` if this architecture cannot run ``workload``."""
+
+    def handoff(self, workload: Workload) -> str:
+        """The ``RunSpec.handoff`` to run ``workload`` with; :class:`Unavailable` if it cannot."""
+        if workload.handoff in self.handoff_modes:
+            return workload.handoff
+        if workload.handoff == "native" and self.shared_is_native:
+            return "shared"
+        raise Unavailable(f"{self.name}: carries files between steps only as {' or '.join(self.handoff_modes)}, "
+                          f"and workload {workload.name!r} asks for {workload.handoff!r} hand-off")
+
+    def handoff_used(self, mode: str) -> str:
+        """How files really travelled in a run with ``RunSpec.handoff == mode`` (for its record)."""
+        return "native" if self.shared_is_native else mode
 
     def open(self, session_dir: Path) -> None:
         pass

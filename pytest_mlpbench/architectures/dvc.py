@@ -17,6 +17,19 @@ its inputs. A workload without fan-out is one wave, one ``dvc repro``.
 A stage runs ``python -m pytest_mlpbench.step`` with its upstream outputs
 files (``--upstream``): the step entry point merges them, which in a DVC
 pipeline no driver can do between stages.
+
+Native hand-off (``RunSpec.handoff == "native"``): each task writes into a
+directory of its own in the run's directory, ``files/<KEY>`` (``files/shard.${item}``
+for a fan-out's tasks; ``--artifacts``), declared an ``outs`` of its stage.
+After the stage's command, DVC hashes that directory (md5 of every file) and
+commits it to the project's cache, ``.dvc/cache``, with its default cache type
+``reflink,copy``: where the filesystem cannot reflink (ext4, overlayfs), a full
+copy of every byte (the task's own files stay in place). A stage that needs
+the step lists the directories of all its tasks in its ``deps`` (DVC orders by
+them and records their hashes in ``dvc.lock``) and gets each as ``--carried
+KEY=<that directory>``. That hashing and copying, by ``dvc repro`` between
+the stages, is what native hand-off costs here. After the run the task
+directories are moved into the run's artifacts.
 """
 from __future__ import annotations
 
@@ -33,6 +46,7 @@ from pytest_mlpbench.architectures.base import Architecture, RunFailed, Unavaila
 from pytest_mlpbench.architectures.subprocesses import task_failure
 from pytest_mlpbench.model.workload import Workload, fanout_items, step_inputs
 from pytest_mlpbench.step import read_outputs
+from pytest_mlpbench.step.handoff import task_key
 
 ENV = {"DVC_NO_ANALYTICS": "1"}
 CONFIG = """[core]
@@ -45,6 +59,7 @@ CONFIG = """[core]
 
 class Dvc(Architecture):
     name = "dvc"
+    handoff_modes = ("shared", "native")  # native: each task's directory is an out of its stage
 
     def check(self):
         try:
@@ -72,11 +87,15 @@ class Dvc(Architecture):
         stage_dir.mkdir()
         (stage_dir / "out").mkdir()
         (stage_dir / "spec.json").write_text(run.spec.to_json())
+        native = run.spec.handoff == "native"
         try:
-            self._run_waves(workload, run, Pipeline(workload, stage_dir))
+            self._run_waves(workload, run, Pipeline(workload, stage_dir, native=native))
         finally:
             # keep the run's dvc.yaml and dvc.lock with the run, out of the project's index
             shutil.move(stage_dir, run.dir / "dvc")
+            if native and (run.dir / "dvc" / "files").is_dir():
+                for task_dir in (run.dir / "dvc" / "files").iterdir():
+                    task_dir.rename(run.artifacts / task_dir.name)
 
     def _run_waves(self, workload, run, pipeline):
         wave = 0
@@ -115,9 +134,10 @@ def stage_failure(run, log: Path) -> str:
 class Pipeline:
     """The stages of one run's ``dvc.yaml``, grown wave by wave."""
 
-    def __init__(self, workload: Workload, directory: Path):
+    def __init__(self, workload: Workload, directory: Path, native: bool = False):
         self.workload = workload
         self.dir = directory
+        self.native = native
         self.stages: dict[str, dict] = {}
         self.width: dict[str, int] = {}  # tasks of each fan-out step written so far
         self.done: set[str] = set()
@@ -147,17 +167,27 @@ class Pipeline:
             return [f"out/{name}.{i}.json" for i in range(self.width[name])]
         return [f"out/{name}.json"]
 
+    def tasks_of(self, name: str) -> list[str]:
+        """The KEYs of a step's tasks (see :func:`pytest_mlpbench.step.handoff.task_key`)."""
+        if name in self.width:
+            return [task_key(name, i) for i in range(self.width[name])]
+        return [name]
+
     def stage(self, step) -> dict:
         deps = [path for need in step.needs for path in self.outputs_of(need)]
         upstream = [f"--upstream={need}={path}" for need in step.needs for path in self.outputs_of(need)]
         cmd = [sys.executable, "-m", "pytest_mlpbench.step", "--spec", "spec.json", "--step", step.name, *upstream]
-        if not step.foreach:
-            return {"cmd": shlex.join(cmd + ["--outputs", f"out/{step.name}.json"]),
-                    "deps": ["spec.json", *deps], "outs": [f"out/{step.name}.json"]}
-        out = f"out/{step.name}." + "${item}.json"
-        return {"foreach": list(range(self.width[step.name])),
-                "do": {"cmd": shlex.join(cmd) + " --index ${item} --outputs " + out,
-                       "deps": ["spec.json", *deps], "outs": [out]}}
+        item = ".${item}" if step.foreach else ""  # DVC fills in each fan-out task's index
+        outs = [f"out/{step.name}{item}.json"]
+        tail = ("--index ${item} " if step.foreach else "") + f"--outputs {shlex.quote(f'out/{step.name}')}{item}.json"
+        if self.native:
+            carried = [key for need in step.needs for key in self.tasks_of(need)]
+            deps += [f"files/{key}" for key in carried]
+            cmd += [f"--carried={key}={self.dir / 'files' / key}" for key in carried]
+            outs.append(f"files/{step.name}{item}")
+            tail += f" --artifacts {shlex.quote(str(self.dir / 'files' / step.name))}{item}"
+        stage = {"cmd": f"{shlex.join(cmd)} {tail}", "deps": ["spec.json", *deps], "outs": outs}
+        return {"foreach": list(range(self.width[step.name])), "do": stage} if step.foreach else stage
 
     def roots(self, names: list[str]) -> list[str]:
         """The stages among ``names`` that need none of the others: with

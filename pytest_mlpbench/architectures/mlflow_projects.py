@@ -11,6 +11,15 @@ them; the tasks of a fan-out step are submitted with ``synchronous=False``
 or with ``--mlpbench-mlflow-fanout=serial`` synchronously one after another.
 The tracking URI and the step environment are set only while a run is under
 way and put back after, so nothing else in the test process sees them.
+
+Native hand-off carries files through MLflow's artifact store, as MLflow's
+multistep workflow does: each step logs its files as artifacts of its own
+run, and the driver hands each later step the artifact URIs to fetch them
+from. The transfers happen in the step process (the project's entry points
+run :mod:`pytest_mlpbench.architectures.mlflow_step`, which downloads with
+``mlflow.artifacts.download_artifacts`` before the task and logs its
+directory with ``log_artifacts`` after it, under the task's KEY); the driver
+keeps the MLflow run of every task it submitted.
 """
 from __future__ import annotations
 
@@ -31,7 +40,7 @@ from pytest_mlpbench.architectures.subprocesses import task_failure
 from pytest_mlpbench.model.workload import fanout_items, step_inputs
 from pytest_mlpbench.options import Option, choice
 from pytest_mlpbench.sinks.mlflow import TELEMETRY_OFF, environ, import_mlflow
-from pytest_mlpbench.step import write_json_atomic
+from pytest_mlpbench.step import handoff, task_spec, write_json_atomic
 from pytest_mlpbench.step.events import read_events
 
 PARENT_TAG = "mlflow.parentRunId"
@@ -46,6 +55,7 @@ FANOUT = Option("mlflow_fanout", "How the mlflow architecture runs the tasks of 
 class MlflowProjects(Architecture):
     name = "mlflow"
     options = (FANOUT,)
+    handoff_modes = ("shared", "native")
 
     def check(self):
         try:
@@ -68,7 +78,7 @@ class MlflowProjects(Architecture):
 
     def run(self, workload, run):
         mlflow = import_mlflow()
-        project = self._project(workload)
+        project = self._project(workload, run.spec.handoff == "native")
         spec_file = run.dir / "spec.json"
         spec_file.write_text(run.spec.to_json())
         fanout = self.settings.get("mlflow_fanout", "concurrent") if self.settings else "concurrent"
@@ -85,13 +95,14 @@ class MlflowProjects(Architecture):
                 mlflow.end_run(status)
                 driver.collect_task_info(parent.info.run_id)
 
-    def _project(self, workload) -> Path:
-        if workload.name not in self.projects:
-            directory = self.dir / "projects" / workload.name
+    def _project(self, workload, native: bool) -> Path:
+        name = workload.name + (".native" if native else "")
+        if name not in self.projects:
+            directory = self.dir / "projects" / name
             directory.mkdir(parents=True)
-            write_mlproject(directory, workload)
-            self.projects[workload.name] = directory
-        return self.projects[workload.name]
+            write_mlproject(directory, workload, native)
+            self.projects[name] = directory
+        return self.projects[name]
 
     def _experiment(self, mlflow, workload) -> str:
         if workload.name not in self.experiments:
@@ -103,14 +114,17 @@ class MlflowProjects(Architecture):
         return self.experiments[workload.name]
 
 
-def write_mlproject(directory: Path, workload) -> None:
+def write_mlproject(directory: Path, workload, native: bool = False) -> None:
     import yaml
 
     python = shlex.quote(sys.executable)  # the test's interpreter: env_manager="local" means this venv
+    entry = "pytest_mlpbench.architectures.mlflow_step --handoff {handoff}" if native else "pytest_mlpbench.step"
     entry_points = {}
     for step in workload.steps:
         parameters = {"spec": "string", "upstream": "string", "outputs": "string"}
-        command = (f"{python} -m pytest_mlpbench.step --spec {{spec}} --step {shlex.quote(step.name)} "
+        if native:
+            parameters["handoff"] = "string"
+        command = (f"{python} -m {entry} --spec {{spec}} --step {shlex.quote(step.name)} "
                    "--upstream-json {upstream} --outputs {outputs}")
         if step.foreach:
             parameters["index"] = "string"
@@ -147,6 +161,9 @@ class Driver:
         self.project = project
         self.spec_file = spec_file
         self.experiment_id: str | None = None
+        self.native = run.spec.handoff == "native"
+        self.mlflow_runs: dict[str, str] = {}  # native hand-off: each task's KEY -> its MLflow run id
+        self.fetch: dict[str, str] = {}  # native hand-off: KEY -> artifact URI of what the current step needs
 
     def run_steps(self, workload, watchdog) -> None:
         outputs: dict = {}
@@ -155,7 +172,9 @@ class Driver:
                 raise RunTimeout(f"run exceeded --mlpbench-timeout={self.run.timeout_s:g}s before step {step.name!r}")
             inputs = step_inputs(workload, step, outputs)
             upstream_file = self.run.dir / f"{step.name}.upstream.json"
-            write_json_atomic(upstream_file, {need: outputs[need] for need in step.needs})
+            upstream = {need: outputs[need] for need in step.needs}
+            write_json_atomic(upstream_file, upstream)
+            self.fetch = self.artifact_uris(handoff.keys(upstream)) if self.native else {}
             if step.foreach:
                 outputs[step.name] = self.fan_out(step, inputs, upstream_file, watchdog)
             else:
@@ -167,7 +186,34 @@ class Driver:
         params = {"spec": str(self.spec_file), "upstream": str(upstream_file), "outputs": str(out)}
         if index is not None:
             params["index"] = str(index)
+        if self.native:
+            params["handoff"] = str(self.plan(step_name, index))
         return params, out
+
+    def artifact_uris(self, keys) -> dict[str, str]:
+        """Where each of these tasks logged its files: its MLflow run's artifact URI, then its KEY."""
+        from mlflow import MlflowClient
+
+        client = MlflowClient()
+        return {key: f"{client.get_run(self.mlflow_runs[key]).info.artifact_uri.rstrip('/')}/{key}"
+                for key in sorted(keys)}
+
+    def plan(self, step_name: str, index: int | None) -> Path:
+        """The native hand-off plan of a task (see :mod:`.mlflow_step`)."""
+        key = handoff.task_key(step_name, index)
+        path = self.run.dir / f"{key}.handoff.json"
+        write_json_atomic(path, {"key": key, "artifacts": task_spec(self.run.spec, step_name, index).artifacts,
+                                 "carry_to": str(self.run.dir / "carried" / key), "fetch": self.fetch,
+                                 "error": str(self.run.dir / f"{key}.handoff-error")})
+        return path
+
+    def handoff_error(self, step_name: str, index: int | None) -> str | None:
+        """Why a task's native hand-off failed, if it did (the step itself ran fine or not at all)."""
+        path = self.run.dir / f"{handoff.task_key(step_name, index)}.handoff-error"
+        if not path.exists():
+            return None
+        task = step_name + ("" if index is None else f"[{index}]")
+        return f"step {task!r}: native hand-off: {path.read_text()}"
 
     def submit(self, step_name: str, params: dict, synchronous: bool):
         import mlflow.projects
@@ -184,14 +230,17 @@ class Driver:
         submitted: list = []
         try:
             with waited_on(submitted):
-                self.submit(step.name, params, synchronous=True)
+                task = self.submit(step.name, params, synchronous=True)
         except ExecutionException as exc:
             if watchdog.fired.is_set():
                 raise RunTimeout(f"run exceeded --mlpbench-timeout={self.run.timeout_s:g}s in step {step.name!r}")
+            if reason := self.handoff_error(step.name, index):
+                raise RunFailed(f"{reason}; MLflow: {exc}") from None
             code = getattr(getattr(submitted[-1], "command_proc", None), "returncode", None) if submitted else None
             if code is None:
                 raise RunFailed(f"step {step.name!r}: {exc}{self.step_error(step.name)}") from None
             raise RunFailed(f"{task_failure(self.run, step.name, index, code)}; MLflow: {exc}") from None
+        self.mlflow_runs[handoff.task_key(step.name, index)] = task.run_id
         return read_json(out)
 
     def fan_out(self, step, inputs, upstream_file: Path, watchdog) -> list[dict]:
@@ -206,6 +255,7 @@ class Driver:
                 submitted[-1].mlpbench_index = params["index"]
             for task in submitted:
                 self.wait(step.name, task)
+                self.mlflow_runs[handoff.task_key(step.name, int(task.mlpbench_index))] = task.run_id
         finally:
             for task in submitted:
                 kill_group(task.command_proc)  # `mlflow run` leads its own process group
@@ -218,6 +268,8 @@ class Driver:
             raise RunTimeout(f"run exceeded --mlpbench-timeout={self.run.timeout_s:g}s in step {step_name!r}") from None
         if rc != 0:
             index = int(task_index) if (task_index := getattr(task, "mlpbench_index", None)) is not None else None
+            if reason := self.handoff_error(step_name, index):
+                raise RunFailed(f"{reason}; MLflow run {task.run_id}")
             raise RunFailed(f"{task_failure(self.run, step_name, index, rc, 'its `mlflow run` process')}; "
                             f"MLflow run {task.run_id}")
 

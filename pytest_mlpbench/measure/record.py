@@ -66,6 +66,8 @@ class RunRecord:
     cores: list[int] = field(default_factory=list)
     host: str = ""  # the machine the run was measured on
     worker: str = ""  # the pytest-xdist worker that measured it ("": no xdist)
+    #: How files reached the next steps: shared (one directory) or native (the framework's data layer).
+    handoff: str = "shared"
 
     def figures(self) -> dict[str, float]:
         """The scalar figures, the workload's own metrics included."""

@@ -64,6 +64,9 @@ class Workload:
     #: Options of this workload (:class:`pytest_mlpbench.options.Option` with
     #: ``param``): set, each overrides that parameter of every scale.
     options: tuple = ()
+    #: How its steps' files reach the next steps: ``shared`` (one directory)
+    #: or ``native`` (each framework's own data layer); see ``pytest_mlpbench.step.handoff``.
+    handoff: str = "shared"
 
     def __post_init__(self):
         names = [s.name for s in self.steps]
@@ -83,6 +86,8 @@ class Workload:
         for opt in self.options:
             if not getattr(opt, "param", None):
                 raise WorkloadError(f"workload {self.name!r}: option {opt.name!r} names no param to set")
+        if self.handoff not in ("shared", "native"):
+            raise WorkloadError(f"workload {self.name!r}: handoff must be 'shared' or 'native', not {self.handoff!r}")
         missing = [s for s in SCALES if s not in self.scales]
         if missing:
             raise WorkloadError(f"workload {self.name!r}: no parameters for scales {missing}")
@@ -111,6 +116,7 @@ class RunSpec:
     events: str
     params: dict = field(default_factory=dict)
     traceparent: str | None = None
+    handoff: str = "shared"  # how files reach the next task: see pytest_mlpbench.step.handoff
 
     def to_json(self) -> str:
         return json.dumps(self.__dict__, sort_keys=True)

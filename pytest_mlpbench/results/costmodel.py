@@ -3,7 +3,8 @@ squares, each coefficient with its confidence interval:
 
 - fixed cost per run and cost per sequential task: overhead of ``chain-N`` against N;
 - cost per parallel task: overhead of ``fanout-W`` against W;
-- cost per GiB handed from one step to the next: overhead of ``handoff-S`` against S;
+- cost per GiB handed from one step to the next: overhead of ``handoff-S`` against S,
+  apart for the runs whose files went through the framework's own data layer;
 - how many CPU-bound tasks run side by side: the widest ``fanout-cpu-W`` whose
   makespan stays within 25% of ``fanout-cpu-1``'s.
 """
@@ -24,6 +25,7 @@ FAMILIES = {
     "chain": ("tasks", 1, "per_task_s"),
     "fanout": ("parallel tasks", 1, "per_parallel_task_s"),
     "handoff": ("bytes", GIB, "per_gib_s"),
+    "handoff-native": ("bytes", GIB, "per_gib_native_s"),
 }
 
 
@@ -65,12 +67,16 @@ def linear_fit(xs: Sequence[float], ys: Sequence[float], confidence: float = CON
 
 
 def points(runs: Iterable[dict]) -> dict[tuple[str, str], list[tuple[int, float]]]:
-    """(architecture, family) -> (size, overhead) of each measured scaling run that passed."""
+    """(architecture, family) -> (size, overhead) of each measured scaling run that passed;
+    a hand-off goes by how its files really travelled (its record's ``handoff``), not by its name."""
     found: dict[tuple[str, str], list[tuple[int, float]]] = defaultdict(list)
     for run in runs:
         family_size = sized(run["workload"])
         if family_size and run["outcome"] == "passed" and not run["warmup"]:
-            found[(run["architecture"], family_size[0])].append((family_size[1], run["overhead_s"]))
+            family = family_size[0]
+            if family.startswith("handoff"):
+                family = "handoff-native" if run.get("handoff") == "native" else "handoff"
+            found[(run["architecture"], family)].append((family_size[1], run["overhead_s"]))
     return dict(found)
 
 

@@ -151,4 +151,5 @@ def plot_scaling(points: dict[tuple[str, str], list[tuple[int, float]]], out_dir
     return [name]
 
 
-SIZE_LABELS = {"chain": "tasks in a chain", "fanout": "tasks side by side", "handoff": "bytes handed on"}
+SIZE_LABELS = {"chain": "tasks in a chain", "fanout": "tasks side by side", "handoff": "bytes handed on (shared)",
+               "handoff-native": "bytes handed on (data layer)"}

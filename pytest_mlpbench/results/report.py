@@ -31,7 +31,7 @@ def run_from_record(record: dict, source: str = "") -> dict:
     """A run in the report's shape, from a run record (``RunRecord.to_dict()`` or a ``runs.jsonl`` line)."""
     run = {k: record.get(k) for k in ("run_id", "architecture", "workload", "scale", "outcome", *FIGURES,
                                       *OPTIONAL_FIGURES)}
-    run.update(source=source, warmup=bool(record.get("warmup")), metrics=dict(record.get("metrics") or {}),
+    run.update(source=source, warmup=bool(record.get("warmup")), handoff=record.get("handoff") or "shared", metrics=dict(record.get("metrics") or {}),
                steps=list(record.get("steps") or []))
     return run
 
@@ -46,7 +46,8 @@ def runs_from_benchmark_json(data: dict, source: str) -> list[dict]:
             figures = set(info.get("figures") or FIGURES) | set(OPTIONAL_FIGURES)
             record = {**{k: v for k, v in rnd.items() if k in figures or k in ROUND_KEYS},
                       "metrics": {k: v for k, v in rnd.items() if k not in figures and k not in ROUND_KEYS},
-                      "architecture": info["architecture"], "workload": info["workload"], "scale": info.get("scale")}
+                      "architecture": info["architecture"], "workload": info["workload"], "scale": info.get("scale"),
+                      "handoff": info.get("handoff")}
             runs.append(run_from_record(record, source))
     return runs
 
@@ -152,7 +153,8 @@ def cost_model_section(runs: Sequence[dict], images: list[str]) -> list[str]:
     lines = ["## Cost model (scaling sweep)", "",
              f"Least squares over the runs that passed, each value with its {costmodel.CONFIDENCE:.0%} confidence "
              "interval: *fixed* and *per task* from the overhead of chains of N tasks, *per parallel task* from "
-             "fan-outs of W light tasks, *per GiB* from hand-offs of S bytes between two steps. *Side by side*: "
+             "fan-outs of W light tasks, *per GiB* from hand-offs of S bytes between two steps through a shared "
+             "directory, *per GiB native* through the framework's own data layer. *Side by side*: "
              "the widest fan-out of CPU-bound tasks whose makespan stayed within "
              f"{costmodel.SIDE_BY_SIDE - 1:.0%} of one task's.", ""]
     return lines + costmodel.table(model, widths) + [""] + [f"![scaling]({name})" for name in images] + [""]

@@ -15,23 +15,40 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from pytest_mlpbench.model.workload import RunSpec, Workload, load_workload, step_inputs, task_inputs
+from pytest_mlpbench.step import handoff
 from pytest_mlpbench.step.events import execute_step
 
 
 def run_step(spec: RunSpec, step_name: str, upstream: Mapping[str, Any], index: int | None = None,
-             workload: Workload | None = None) -> dict:
+             workload: Workload | None = None, carried: Mapping[str, str | os.PathLike] | None = None) -> dict:
     """Run task ``index`` of step ``step_name`` (None: its only task) and return its outputs.
 
     ``upstream`` maps each step it needs to that step's outputs (a list in
     task order for a fan-out step); other keys are ignored. The task records
     its own step event (see :func:`~pytest_mlpbench.step.events.execute_step`).
+    With ``spec.handoff == "native"``, ``spec.artifacts`` is this task's own
+    directory and ``carried`` maps each producing task (:func:`.handoff.keys`
+    of ``upstream``) to the directory its files were carried to.
     """
     workload = workload or load_workload(spec.workload)
     step = workload.step(step_name)
     inputs = step_inputs(workload, step, upstream)
+    native = spec.handoff == "native"
+    if native:
+        inputs = handoff.localize(inputs, carried or {})
     if index is not None:
         inputs = task_inputs(step, inputs, index)
-    return execute_step(spec, step_name, inputs, index=index)
+    outputs = execute_step(spec, step_name, inputs, index=index)
+    return handoff.portable(outputs, spec.artifacts, handoff.task_key(step_name, index)) if native else outputs
+
+
+def task_spec(spec: RunSpec, step_name: str, index: int | None) -> RunSpec:
+    """The spec a task runs with: in native hand-off, its own directory under the run's artifacts."""
+    if spec.handoff != "native":
+        return spec
+    own = Path(spec.artifacts) / handoff.task_key(step_name, index)
+    own.mkdir(parents=True, exist_ok=True)
+    return RunSpec(**{**spec.__dict__, "artifacts": str(own)})
 
 
 def read_outputs(paths: Sequence[str | os.PathLike], fanout) -> dict | list[dict]:

@@ -3,7 +3,7 @@
     python -m pytest_mlpbench.step --spec SPEC --step NAME [--index I]
         [--upstream NEED=PATH ... | --upstream-json JSON]
         (--outputs FILE | --out-dir DIR) [--env JSON] [--artifacts DIR] [--events FILE]
-        [--fanout-key KEY] [--with-events]
+        [--fanout-key KEY] [--with-events] [--carried TASK=DIR ...]
 """
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 from pytest_mlpbench.model.workload import RunSpec, Workload, load_workload
-from pytest_mlpbench.step import apply_environment, read_outputs, run_step, write_json_atomic
+from pytest_mlpbench.step import apply_environment, read_outputs, run_step, task_spec, write_json_atomic
 from pytest_mlpbench.step.events import EVENTS_ENV, read_events
 
 
@@ -36,6 +36,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--env", help="JSON object of the step environment to set first (variables, PYTHONPATH)")
     p.add_argument("--artifacts", help="the run's artifact directory as this task sees it")
     p.add_argument("--events", help="the event sink as this task sees it")
+    p.add_argument("--carried", action="append", default=[], metavar="TASK=DIR",
+                   help="native hand-off: where the files of producing task TASK (step, or step.index) were carried")
     p.add_argument("--fanout-key", help="also write fanout.json: the task indices of the fan-out over this key")
     p.add_argument("--with-events", action="store_true",
                    help='write {"outputs": ..., "events": [...]} and echo the events (for pods: they travel '
@@ -70,7 +72,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.out_dir:
         out_dir = Path(args.out_dir) / ("" if args.index is None else str(args.index))
         out_dir.mkdir(parents=True, exist_ok=True)
-    spec.artifacts = args.artifacts or spec.artifacts
+    if args.artifacts:
+        spec.artifacts = args.artifacts
+    else:
+        spec = task_spec(spec, args.step, args.index)
     spec.events = args.events or (str(out_dir / "events.jsonl") if out_dir else spec.events)
     os.environ[EVENTS_ENV] = spec.events
     Path(spec.artifacts).mkdir(parents=True, exist_ok=True)
@@ -92,7 +97,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def run(args, spec: RunSpec, workload: Workload) -> dict:
     upstream = read_json(args.upstream_json) if args.upstream_json else read_upstream(workload, args.step, args.upstream)
-    return run_step(spec, args.step, upstream, args.index, workload)
+    carried = dict(item.partition("=")[::2] for item in args.carried)
+    return run_step(spec, args.step, upstream, args.index, workload, carried)
 
 
 def write_fanout(path: Path, step_name: str, outputs: dict, key: str) -> None:

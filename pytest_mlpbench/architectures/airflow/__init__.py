@@ -5,10 +5,14 @@ LocalExecutor, started once per session (SQLite, or PostgreSQL with
 ``--mlpbench-airflow-db``); each workload becomes a TaskFlow DAG triggered
 through the REST API. A component that dies fails the run under way at once;
 Airflow is restarted before the next run, or the architecture becomes
-unavailable with the reason.
+unavailable with the reason. Files reach the next steps through the run's
+shared directory, or, for native hand-off workloads, through Airflow's Object
+Storage (see :mod:`.storage`). ``--mlpbench-framework-defaults=yes`` runs
+Airflow with its own defaults instead of the tuning in :mod:`.server`.
 
 ``airflow-kubernetes``: the same Airflow, with each step a
-KubernetesPodOperator task in the cluster of ``--mlpbench-airflow-kube-context``.
+KubernetesPodOperator task in the cluster of ``--mlpbench-airflow-kube-context``
+(shared hand-off only: the pods share a volume).
 """
 from __future__ import annotations
 
@@ -20,7 +24,9 @@ from pathlib import Path
 from pytest_mlpbench.architectures.airflow.client import AirflowError
 from pytest_mlpbench.architectures.airflow.dags import dag_id, local_dag
 from pytest_mlpbench.architectures.airflow.driver import DagDriver
-from pytest_mlpbench.architectures.base import Architecture, RunFailed, Unavailable, step_environment
+from pytest_mlpbench.architectures.airflow.storage import CARRIED_KEY, STORE_KEY, local_dir, parse_uri
+from pytest_mlpbench.architectures.base import (FRAMEWORK_DEFAULTS, Architecture, RunFailed, Unavailable,
+                                                step_environment)
 from pytest_mlpbench.options import Option
 from pytest_mlpbench.architectures.airflow.server import (BROKEN_GRACE_S, AirflowServer, ComponentDied,
                                                           parse_settings, redact)
@@ -41,15 +47,20 @@ DB = Option("airflow_db", "Airflow metadata database for airflow-local/-kubernet
             "session's AIRFLOW_HOME) or a SQLAlchemy URL postgresql://USER:PASSWORD@HOST:PORT/DB (needs "
             "psycopg[binary] and asyncpg).", parse_db, None, "URL")
 CONFIG = Option("airflow_config", "Extra Airflow settings, comma-separated section.key=value, e.g. "
-                "'scheduler.scheduler_idle_sleep_time=1' (they override the tuned defaults).",
+                "'scheduler.scheduler_idle_sleep_time=1' (they override the tuning and Airflow's defaults alike).",
                 parse_settings, None, "SETTINGS")
+OBJECT_STORAGE = Option("airflow_object_storage", "Where airflow-local's native hand-off keeps each task's files, "
+                        "through Airflow's Object Storage: a URI such as s3://CONN_ID@BUCKET/PREFIX (needs the "
+                        "provider and the connection) or file:///PATH (default: a directory in the session's "
+                        "scratch space).", parse_uri, None, "URI")
 
 
 class AirflowLocal(Architecture):
     name = "airflow-local"
     needs_warmup = True  # the first task after start-up is seconds slower
     dag_prefix = "mlpbench"
-    options = (DB, CONFIG)
+    options = (DB, CONFIG, OBJECT_STORAGE, FRAMEWORK_DEFAULTS)
+    handoff_modes = ("shared", "native")
 
     def __init__(self, settings=None):
         super().__init__(settings)
@@ -57,6 +68,7 @@ class AirflowLocal(Architecture):
         self.driver: DagDriver | None = None
         self.unavailable: str | None = None  # why Airflow could not be restarted
         self.abandoned: tuple[str, str] | None = None  # (dag id, run id) of the run a dead component ended
+        self.object_storage = ""  # the base URI of native hand-off
 
     def option(self, name: str, default=None):
         return self.settings.get(name, default) if self.settings is not None else default
@@ -75,19 +87,35 @@ class AirflowLocal(Architecture):
                                   f"pip install {' '.join(missing)}")
 
     def open(self, session_dir: Path) -> None:
-        pythonpath = step_environment(os.devnull)["PYTHONPATH"]
-        db = self.option("airflow_db")
-        worker = os.environ.get("PYTEST_XDIST_WORKER")
-        if db and worker:  # two workers' Airflows must not share one metadata database
-            db = self.worker_database(db, worker)
-        self.server = AirflowServer(Path(session_dir) / "airflow-home", db_url=db,
-                                    overrides=self.option("airflow_config") or {}, pythonpath=pythonpath)
+        self.object_storage = self.storage_uri(Path(session_dir))
+        self.server = self.make_server(Path(session_dir))
         try:
             self.server.start()
         except AirflowError as exc:
             self.close()
             raise RuntimeError(f"{self.name}: Airflow did not start: {exc}") from None
-        self.driver = DagDriver(self.server.client, self.server.dags_folder, self.server.check_alive)
+        self.driver = DagDriver(self.server.client, self.server.dags_folder, self.server.check_alive,
+                                reparse=None if self.server.tuned else self.server.reserialize)
+
+    def make_server(self, session_dir: Path) -> AirflowServer:
+        """The session's Airflow, configured and not yet started."""
+        db = self.option("airflow_db")
+        worker = os.environ.get("PYTEST_XDIST_WORKER")
+        if db and worker:  # two workers' Airflows must not share one metadata database
+            db = self.worker_database(db, worker)
+        return AirflowServer(session_dir / "airflow-home", db_url=db, overrides=self.option("airflow_config") or {},
+                             pythonpath=step_environment(os.devnull)["PYTHONPATH"],
+                             tuned=not self.option("framework_defaults", False))
+
+    def storage_uri(self, session_dir: Path) -> str:
+        uri = self.option("airflow_object_storage") or f"file://{session_dir / 'object-storage'}"
+        directory = local_dir(uri)
+        if directory is not None:
+            try:
+                directory.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise Unavailable(f"{self.name}: object storage {uri} is not a usable directory: {exc}") from None
+        return uri
 
     def worker_database(self, url: str, worker: str) -> str:
         try:
@@ -109,12 +137,18 @@ class AirflowLocal(Architecture):
         run.logs.extend(self.server.home / f"{c}.log" for c in self.server.COMPONENTS)
         try:
             self.driver.ensure_dag(ident, self.dag_source(workload), run)
-            self.driver.run(ident, run)
+            self.driver.run(ident, run, self.handoff_conf(run))
         except ComponentDied as death:
             self.server.stop(BROKEN_GRACE_S)
             self.abandoned = (ident, run.spec.run_id)
             raise RunFailed(f"{self.name}: {death.summary} during the run; every Airflow process was stopped "
                             f"and Airflow is restarted before the next run. {death.log}") from None
+
+    def handoff_conf(self, run) -> dict:
+        """What a native run's tasks need to carry their files through Object Storage (see :mod:`.storage`)."""
+        if run.spec.handoff != "native":
+            return {}
+        return {STORE_KEY: self.object_storage, CARRIED_KEY: str(run.dir / "carried")}
 
     def ensure_running(self) -> None:
         """Restart Airflow if a component died since the last run; :class:`Unavailable`
@@ -148,6 +182,8 @@ class AirflowLocal(Architecture):
                 pass
         db = self.option("airflow_db") or "sqlite"
         found["airflow-db"] = db.split(":", 1)[0]
+        # Which settings the runs measured: tuned for short pipelines, or Airflow's own defaults.
+        found["airflow-settings"] = "framework-defaults" if self.option("framework_defaults", False) else "tuned"
         return found
 
 

@@ -5,7 +5,8 @@ Servers live for the session but each run has its own event sink, trace
 context and import path, so those travel in the DAG run's conf (key
 ``mlpbench``) and are set in the task process, a fresh fork per task, before
 the step runs. Outputs travel as the XCom ``outputs``; the return value is
-the list a downstream fan-out step maps over.
+the list a downstream fan-out step maps over. In native hand-off the files
+travel through Airflow's Object Storage (see :mod:`.storage`).
 """
 from __future__ import annotations
 
@@ -40,11 +41,18 @@ def as_outputs(value):
 def run_dag_task(step_name: str, upstream: Mapping, feeds: str | None, context: Mapping):
     """Run ``step_name`` with its upstream outputs; push its outputs; return
     the list under ``feeds`` (the key a downstream fan-out maps over), if any."""
-    spec = apply_conf(context["dag_run"].conf)
+    conf = context["dag_run"].conf
+    spec = apply_conf(conf)
     workload = load_workload(spec.workload)
     ti = context["ti"]
     index = ti.map_index if workload.step(step_name).foreach else None
-    outputs = run_step(spec, step_name, {name: as_outputs(v) for name, v in upstream.items()}, index, workload)
+    upstream = {name: as_outputs(v) for name, v in upstream.items()}
+    if spec.handoff == "native":
+        from pytest_mlpbench.architectures.airflow.storage import run_native
+
+        outputs = run_native(spec, step_name, upstream, index, workload, conf[CONF_KEY])
+    else:
+        outputs = run_step(spec, step_name, upstream, index, workload)
     ti.xcom_push(key=OUTPUTS_KEY, value=outputs)
     if feeds is None:
         return None

@@ -18,8 +18,9 @@ FAILED_TASK_STATES = ("failed", "upstream_failed")
 
 class DagDriver:
     def __init__(self, client: AirflowClient, dags_folder: Path, check: Callable[[], None], poll_s: float = 0.1,
-                 parse_timeout_s: float = 120.0):
+                 parse_timeout_s: float = 120.0, reparse: Callable[[Run], None] | None = None):
         self.client = client
+        self.reparse = reparse  # makes Airflow parse a new DAG file now, where it would not soon by itself
         self.dags_folder = Path(dags_folder)
         self.check = check
         self.poll_s = poll_s
@@ -35,6 +36,8 @@ class DagDriver:
         tmp.write_text(source)
         written_ns = time.time_ns()
         tmp.replace(path)  # the dag-processor never sees half a file
+        if self.reparse:
+            self.reparse(run)
         limit = _limit(run, self.parse_timeout_s)
         deadline = time.monotonic() + limit
         while time.monotonic() < deadline:

@@ -29,6 +29,8 @@ class AirflowKubernetes(AirflowLocal):
     name = "airflow-kubernetes"
     dag_prefix = "mlpbench_k8s"
     options = (*AirflowLocal.options, KUBE_CONTEXT, KUBE_NAMESPACE, KUBE_IMAGE, KUBE_VOLUME)
+    # The pods read and write one volume; Object Storage hand-off runs in airflow-local's task processes only.
+    handoff_modes = ("shared",)
 
     def check(self) -> None:
         super().check()

@@ -31,6 +31,7 @@ BROKEN_GRACE_S = 2.0
 HEARTBEATS = {"scheduler": "latest_scheduler_heartbeat", "dag_processor": "latest_dag_processor_heartbeat"}
 
 #: Settings an Airflow operator tunes for short pipelines; each is documented in docs/airflow.md.
+#: ``--mlpbench-framework-defaults=yes`` leaves all of them at Airflow's defaults.
 LATENCY_SETTINGS = {
     # Sleep between scheduler loops that found nothing to do (default 1 s): the main
     # source of the gap between one task's end and the next one's queueing.
@@ -45,6 +46,11 @@ LATENCY_SETTINGS = {
     # within 5 s, five times; a busy machine's first answers after start-up can take longer.
     "workers.execution_api_timeout": "30",
 }
+
+#: Also tunings: the LocalExecutor forks all its workers up front, one per slot of
+#: ``core.parallelism`` (default 32), and 8 are enough for a fan-out on a small machine;
+#: one api-server worker (Airflow 3.3's default too; 4 in earlier 3.x).
+TUNED_SETTINGS = {"core.parallelism": "8", "api.workers": "1", **LATENCY_SETTINGS}
 
 
 def free_port() -> int:
@@ -93,8 +99,9 @@ class AirflowServer:
     COMPONENTS = ("api-server", "scheduler", "dag-processor")
 
     def __init__(self, home: Path, db_url: str | None = None, overrides: Mapping[str, str] | None = None,
-                 pythonpath: str = "", start_timeout_s: float = 180.0):
+                 pythonpath: str = "", start_timeout_s: float = 180.0, tuned: bool = True):
         self.home = Path(home)
+        self.tuned = tuned  # False: Airflow's defaults wherever running here allows them
         self.db_url = db_url or f"sqlite:///{self.home / 'airflow.db'}"
         self.overrides = dict(overrides or {})
         self.pythonpath = pythonpath
@@ -111,6 +118,11 @@ class AirflowServer:
         return f"http://127.0.0.1:{self.port}"
 
     def settings(self) -> dict[str, str]:
+        """The required settings, the tunings unless Airflow's defaults were asked for, then the user's."""
+        return {**self.required_settings(), **(TUNED_SETTINGS if self.tuned else {}), **self.overrides}
+
+    def required_settings(self) -> dict[str, str]:
+        """What this Airflow needs to run here at all (docs/settings.md says why each)."""
         return {
             "core.executor": "LocalExecutor",
             "core.dags_folder": str(self.dags_folder),
@@ -123,16 +135,11 @@ class AirflowServer:
             "api.host": "127.0.0.1",
             "api.port": str(self.port),
             "api.base_url": self.url,
-            "api.workers": "1",
             "api.expose_config": "False",
             "api.secret_key": self._secret("api_secret"),
             "api_auth.jwt_secret": self._secret("jwt_secret"),
             "logging.base_log_folder": str(self.home / "logs"),
             "logging.worker_log_server_port": str(free_port()),
-            # LocalExecutor workers are started up front: enough for a fan-out on a small machine.
-            "core.parallelism": "8",
-            **LATENCY_SETTINGS,
-            **self.overrides,
         }
 
     def _secret(self, name: str) -> str:
@@ -164,11 +171,7 @@ class AirflowServer:
         if they do not, stop them. Port, password and secrets stay those of :meth:`start`, so the
         client keeps working."""
         env = self.env()
-        commands = {
-            "api-server": ["api-server", "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1"],
-            "scheduler": ["scheduler", "--skip-serve-logs"],
-            "dag-processor": ["dag-processor"],
-        }
+        commands = self.commands()
         self._died = None
         launched_ns = time.time_ns()
         try:
@@ -178,6 +181,23 @@ class AirflowServer:
         except BaseException:
             self.stop(BROKEN_GRACE_S)
             raise
+
+    def reserialize(self, run) -> None:
+        """Have the dags folder parsed into the database now: with Airflow's default
+        ``refresh_interval`` (300 s) the dag-processor would list a new file only minutes
+        later, and ``airflow dags reserialize`` is how an Airflow user gets it seen at once."""
+        run.call([sys.executable, "-m", "airflow", "dags", "reserialize"], cwd=self.home, env=self.env(),
+                 log_name="airflow-dags-reserialize")
+
+    def commands(self) -> dict[str, list[str]]:
+        """The ``airflow`` command line of each component."""
+        return {
+            "api-server": ["api-server", "--host", "127.0.0.1", "--port", str(self.port)],  # workers: api.workers
+            # The scheduler's log server would listen on every interface (it takes no host); the
+            # api-server reads the task logs from the same disk.
+            "scheduler": ["scheduler", "--skip-serve-logs"],
+            "dag-processor": ["dag-processor"],
+        }
 
     def restart(self) -> None:
         """Stop whatever is left of the components and their tasks, then launch all three again."""

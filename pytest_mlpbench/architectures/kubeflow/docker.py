@@ -25,6 +25,7 @@ _PATCH_LOCK = threading.Lock()  # the replacement is module-global: one run at a
 
 class KubeflowDocker(ContainerArchitecture):
     name = "kubeflow-docker"
+    handoff_modes = ("shared", "native")  # artifacts under the pipeline root, which every task container mounts
 
     def open(self, session_dir):
         super().open(session_dir)
@@ -37,7 +38,7 @@ class KubeflowDocker(ContainerArchitecture):
         from kfp import local
 
         self.check_engine(run)
-        pipeline = self._pipelines.get(workload)
+        pipeline = self._pipelines.get(workload, run.spec.handoff == "native")
         root = run.dir / "kfp"
         local.init(runner=local.DockerRunner(network_mode="none"), pipeline_root=str(root), raise_on_error=True)
         log = run.dir / "kfp-docker.log"

@@ -1,6 +1,13 @@
 """Kubeflow Pipelines: ``kubeflow-local`` runs the workload's KFP pipeline with
 kfp.local's SubprocessRunner (one Python process per task, in this venv);
-``kubeflow`` compiles it to IR YAML and submits it to a KFP endpoint."""
+``kubeflow`` compiles it to IR YAML and submits it to a KFP endpoint.
+
+In native hand-off (``kubeflow-local`` and ``kubeflow-docker``) the steps'
+files travel as KFP artifacts (see :mod:`.pipeline`), which kfp.local keeps
+under the run's pipeline root, ``<run dir>/kfp``: there each task's output
+artifact ``artifacts`` is the directory it wrote, and a consumer reads its
+input artifacts' paths there. ``kubeflow`` (a cluster) carries files only
+through the shared directory its pods mount."""
 from __future__ import annotations
 
 import contextlib
@@ -52,20 +59,21 @@ class _Pipelines:
         self.image = image
         self._built: dict = {}
 
-    def get(self, workload):
+    def get(self, workload, native: bool = False):
         from pytest_mlpbench.model.workload import WorkloadError
         from pytest_mlpbench.architectures.kubeflow.pipeline import build_pipeline
 
-        if workload.name not in self._built:
+        if (workload.name, native) not in self._built:
             try:
-                self._built[workload.name] = build_pipeline(workload, self.image)
+                self._built[workload.name, native] = build_pipeline(workload, self.image, native)
             except WorkloadError as exc:
                 raise RunFailed(str(exc)) from exc
-        return self._built[workload.name]
+        return self._built[workload.name, native]
 
 
 class KubeflowLocal(Architecture):
     name = "kubeflow-local"
+    handoff_modes = ("shared", "native")
 
     def open(self, session_dir):
         self._pipelines = _Pipelines()
@@ -76,7 +84,7 @@ class KubeflowLocal(Architecture):
     def run(self, workload, run):
         from kfp import local
 
-        pipeline = self._pipelines.get(workload)
+        pipeline = self._pipelines.get(workload, run.spec.handoff == "native")
         root = run.dir / "kfp"
         # no venv per task and, with packages_to_install=[], no pip install in it
         local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root), raise_on_error=True)

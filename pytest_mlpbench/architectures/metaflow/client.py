@@ -1,11 +1,11 @@
 """Read a finished Metaflow run back through Metaflow's Client API: per-task
-creation and finish times, and the events remote tasks shipped as artifacts."""
+creation and finish times, and the events and files remote tasks shipped as artifacts."""
 from __future__ import annotations
 
 from datetime import datetime
 from pathlib import Path
 
-from pytest_mlpbench.architectures.metaflow.body import restore_files
+from pytest_mlpbench.architectures.metaflow.body import files_artifact, restore_files
 from pytest_mlpbench.architectures.metaflow.flowgen import Node
 from pytest_mlpbench.step.events import append_event
 
@@ -36,6 +36,9 @@ def collect(run, flow_name: str, run_id: str, metadata_root: Path, nodes: list[N
             run.add_task_info(node.step, task.index if node.foreach else None, **info)
     if shipped and last_task is not None and "mlpb_files" in last_task:
         restore_files(run.spec.artifacts, last_task["mlpb_files"].data)
+    if shipped and last_task is not None and "mlpb_handoff" in last_task:  # native: each task's own files
+        for key in last_task["mlpb_handoff"].data:
+            restore_files(str(Path(run.spec.artifacts) / key), last_task[files_artifact(key)].data)
 
 
 def _ns(when: datetime) -> int:

@@ -8,7 +8,8 @@ the workload does not: a join between two fan-outs, a step between a join and
 the foreach it would open, and an end step that is not a join, are added as
 steps of their own that run no workload code.
 Every step body is one call of :func:`.body.step`, which carries the
-workload's outputs between steps as Metaflow artifacts.
+workload's outputs between steps as Metaflow artifacts, and in native
+hand-off (the run spec's ``handoff``) each task's files too.
 """
 from __future__ import annotations
 

@@ -28,6 +28,8 @@ class MetaflowLocal(Architecture):
     datastore = "local"
     #: Remote tasks see neither the harness's event file nor its artifact directory.
     ship_files = False
+    #: native: each task's files travel as a Metaflow artifact of that task (see :mod:`.body`)
+    handoff_modes = ("shared", "native")
 
     def __init__(self, settings=None):
         super().__init__(settings)

@@ -51,6 +51,7 @@ def compose_command() -> list[str] | None:
 
 class SageMakerLocal(ContainerArchitecture):
     name = "sagemaker-local"
+    shared_is_native = True  # channels carry each step's files to the later steps' containers
     options = (*ContainerArchitecture.options, REGION)
 
     def check(self):

@@ -62,6 +62,7 @@ def resolve_settings(options) -> dict:
 
 class SageMaker(Architecture):
     name = "sagemaker"
+    shared_is_native = True  # channels carry each step's files to the later steps' containers
     options = (ROLE, S3_ROOT, REGION, IMAGE, INSTANCE_TYPE, REMOTE_POLL)
 
     def check(self):
