@@ -11,6 +11,7 @@ import shutil
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 from pytest_mlpbench import Architecture, Step, Workload
 from pytest_mlpbench.architectures.inprocess import InProcess
@@ -238,3 +239,29 @@ def _faulty(name: str, fn) -> Workload:
 RAISES = _faulty("raises", explode)
 SELFKILL = _faulty("selfkill", self_kill)
 AWAIT = _faulty("await", await_fault)
+
+
+# -- native hand-off's fan-out case (tests/test_dvc.py, tests/test_metaflow.py) -------------------
+# Each task writes a file of the same name in its own directory; the gather reads them all.
+
+def seed_files(ctx) -> dict:
+    path = Path(ctx.artifacts) / "seed.bin"
+    path.write_bytes(b"s" * 100)
+    return {"seed": str(path), "shards": [1, 2, 3]}
+
+
+def part_file(ctx, item, seed) -> dict:
+    path = Path(ctx.artifacts) / "part.bin"
+    path.write_bytes(Path(seed).read_bytes()[:1] * (item * 1024))
+    return {"part": str(path)}
+
+
+def read_parts(ctx, part) -> dict:
+    ctx.metric("bytes_read", float(sum(len(Path(p).read_bytes()) for p in part)))
+    return {}
+
+
+FILES_FANOUT = Workload(name="fanout-files", ref="fakes:FILES_FANOUT", handoff="native",
+                        scales={s: {} for s in ("smoke", "small", "full")},
+                        steps=(Step("begin", seed_files), Step("shard", part_file, needs=("begin",), foreach="shards"),
+                               Step("gather", read_parts, needs=("shard",))))

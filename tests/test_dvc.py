@@ -10,37 +10,6 @@ from pytest_mlpbench.architectures.dvc import Pipeline  # imports no dvc until u
 
 pytestmark = pytest.mark.skipif(find_spec("dvc") is None, reason="dvc is not installed")
 
-#: A fan-out whose tasks each write a file of the same name, all read by the
-#: join: native hand-off's fan-out case (a module the stage processes import).
-FILES_FANOUT = """
-from pathlib import Path
-
-from pytest_mlpbench import Step, Workload
-
-
-def begin(ctx):
-    path = Path(ctx.artifacts) / "seed.bin"
-    path.write_bytes(b"s" * 100)
-    return {"seed": str(path), "shards": [1, 2, 3]}
-
-
-def shard(ctx, item, seed):
-    path = Path(ctx.artifacts) / "part.bin"
-    path.write_bytes(Path(seed).read_bytes()[:1] * (item * 1024))
-    return {"part": str(path)}
-
-
-def gather(ctx, part):
-    ctx.metric("bytes_read", float(sum(len(Path(p).read_bytes()) for p in part)))
-    return {}
-
-
-WORKLOAD = Workload(name="fanout-files", ref="files_fanout:WORKLOAD", handoff="native", scales={
-    s: {} for s in ("smoke", "small", "full")}, steps=(
-    Step("begin", begin), Step("shard", shard, needs=("begin",), foreach="shards"),
-    Step("gather", gather, needs=("shard",))))
-"""
-
 NATIVE_TESTS = '''
 
 import json
@@ -48,7 +17,7 @@ from pathlib import Path
 
 from ruamel.yaml import YAML
 
-import files_fanout
+from fakes import FILES_FANOUT
 from workloads import scaling
 
 
@@ -75,7 +44,7 @@ def test_handoff_native(mlpbench):
 
 
 def test_fanout_files(mlpbench):
-    dvc_cache(mlpbench, mlpbench.run(files_fanout.WORKLOAD))
+    dvc_cache(mlpbench, mlpbench.run(FILES_FANOUT))
 '''
 
 DVC_TESTS = bench_source("linear", "fanout", "failing") + NATIVE_TESTS
@@ -87,7 +56,6 @@ def tasks(round_):
 
 def test_every_round_runs_every_stage_fan_out_and_failures(bench):
     bench.tests(DVC_TESTS)
-    bench.pytester.makepyfile(files_fanout=FILES_FANOUT)
     result = bench.run("--mlpbench-arch=dvc", "--mlpbench-rounds=2", "--mlpbench-scale=smoke", "-v")
     result.stdout.fnmatch_lines(["*test_linear[[]dvc[]] PASSED*", "*test_fanout[[]dvc[]] PASSED*",
                                  "*test_failing[[]dvc[]] FAILED*", "*test_handoff_native[[]dvc[]] PASSED*",

@@ -202,41 +202,9 @@ def test_remote_variants_are_skipped_with_the_reason(bench, bare_env):
 
 # -- real runs with Metaflow's local runtime --
 
-#: A fan-out whose tasks each write a file of the same name, all read by the
-#: join: native hand-off's fan-out case (written into the session as a module
-#: the task processes import).
-FILES_FANOUT = """
-from pathlib import Path
-
-from pytest_mlpbench import Step, Workload
-
-
-def begin(ctx):
-    path = Path(ctx.artifacts) / "seed.bin"
-    path.write_bytes(b"s" * 100)
-    return {"seed": str(path), "shards": [1, 2, 3]}
-
-
-def shard(ctx, item, seed):
-    path = Path(ctx.artifacts) / "part.bin"
-    path.write_bytes(Path(seed).read_bytes()[:1] * (item * 1024))
-    return {"part": str(path)}
-
-
-def gather(ctx, part):
-    ctx.metric("bytes_read", float(sum(len(Path(p).read_bytes()) for p in part)))
-    return {}
-
-
-WORKLOAD = Workload(name="fanout-files", ref="files_fanout:WORKLOAD", handoff="native", scales={
-    s: {} for s in ("smoke", "small", "full")}, steps=(
-    Step("begin", begin), Step("shard", shard, needs=("begin",), foreach="shards"),
-    Step("gather", gather, needs=("shard",))))
-"""
 
 CONFTEST = """
-from fakes import LINEAR, FANOUT, FAILING
-from files_fanout import WORKLOAD as FILES_FANOUT
+from fakes import LINEAR, FANOUT, FAILING, FILES_FANOUT
 from pytest_mlpbench.architectures.metaflow import MetaflowLocal
 
 
@@ -310,7 +278,6 @@ def session(tmp_path_factory) -> Session:
     """One pytest session with real Metaflow runs; every test below reads it."""
     path = tmp_path_factory.mktemp("metaflow-runs")
     (path / "conftest.py").write_text(CONFTEST)
-    (path / "files_fanout.py").write_text(FILES_FANOUT)
     (path / "test_runs.py").write_text(RUNS)
     (path / "tmp").mkdir()
     env = {**os.environ, "TMPDIR": str(path / "tmp"),  # the session directory, so leftovers can be found
