@@ -19,6 +19,8 @@ $(VENV)/.installed: setup.cfg pyproject.toml requirements/constraints.txt
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PIP) install -q $(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX)) -c requirements/constraints.txt torch==2.13.0
 	$(PIP) install -q -c requirements/constraints.txt -e '.[frameworks,otel,test]'
+	# The editable install has no bytecode, and with PYTHONDONTWRITEBYTECODE every task's process would compile the package anew
+	$(PY) -m compileall -q pytest_mlpbench workloads
 	touch $@
 
 bench: install

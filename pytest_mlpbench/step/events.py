@@ -11,9 +11,7 @@ from __future__ import annotations
 import json
 import os
 import resource
-import socket
 import time
-import traceback
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -137,7 +135,7 @@ def execute_step(spec: RunSpec, step_name: str, inputs: Mapping[str, Any], index
         "step": step_name,
         "index": index,
         "pid": os.getpid(),
-        "host": socket.gethostname(),
+        "host": os.uname().nodename,
     }
     span = step_span(spec.traceparent or os.environ.get(TRACEPARENT_ENV))
     if span:
@@ -153,6 +151,8 @@ def execute_step(spec: RunSpec, step_name: str, inputs: Mapping[str, Any], index
         event["outcome"] = "passed"
         return outputs
     except BaseException as exc:
+        import traceback  # only on failure: every task's process imports this module
+
         event["outcome"] = "failed"
         event["error"] = "".join(traceback.format_exception_only(type(exc), exc)).strip()
         raise
