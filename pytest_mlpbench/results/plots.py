@@ -135,13 +135,15 @@ def plot_scaling(points: dict[tuple[str, str], list[tuple[int, float]]], out_dir
     if not families:
         return []
     fig, axes = plt.subplots(1, len(families), figsize=(5 * len(families), 4), squeeze=False)
+    cycle = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    colours = {arch: cycle[i % len(cycle)] for i, arch in enumerate(sorted({arch for arch, _ in points}))}
     for ax, family in zip(axes[0], families):
         for (arch, fam), xy in sorted(points.items()):
             if fam != family:
                 continue
             sizes = sorted({size for size, _ in xy})
             medians = [statistics.median(o for s, o in xy if s == size) for size in sizes]
-            ax.plot(sizes, [max(m, 1e-4) for m in medians], marker="o", label=arch)
+            ax.plot(sizes, [max(m, 1e-4) for m in medians], marker="o", label=arch, color=colours[arch])
         ax.set(xscale="log", yscale="log", title=family, xlabel=SIZE_LABELS.get(family, "size"),
                ylabel="overhead (s, median)")
         ax.legend(fontsize="small")
