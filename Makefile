@@ -1,19 +1,26 @@
-# Setup on a fresh Debian machine: `make system` (as root) then `make install`.
-# `make bench` and `make test` install first if needed.
+# Setup on a fresh Debian machine: `make bench` or `make test` does it all (as root, the Debian
+# packages too; otherwise it names the missing ones, and the tests that need them skip).
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 # torch is pinned to a CPU build; elsewhere set TORCH_INDEX=https://download.pytorch.org/whl/cpu
 TORCH_INDEX ?=
 PYTEST_ARGS ?=
+# PostgreSQL for the Airflow tests; Podman, runc, debootstrap and Compose for the container architectures;
+# the OpenSSH server for the remote xdist worker test; Chromium for the HTML report's browser test
+SYSTEM_PACKAGES := postgresql podman runc debootstrap docker-compose openssh-server chromium
 
 .PHONY: system install bench test clean
 
-system:  # PostgreSQL for the Airflow tests; Podman, runc, debootstrap and Compose for the container architectures; the OpenSSH server for the remote xdist worker test
-	apt-get update -qq
-	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql podman runc debootstrap docker-compose openssh-server >/dev/null
+system:
+	@command -v dpkg-query >/dev/null || { echo "make system: not Debian; install these yourself: $(SYSTEM_PACKAGES)" >&2; exit 0; }; \
+	missing=$$(for p in $(SYSTEM_PACKAGES); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'ok installed' || echo $$p; done); \
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	if [ "$$(id -u)" != 0 ]; then echo "make system: missing Debian packages:" $$missing "(run 'sudo make system'); the tests that need them skip" >&2; exit 0; fi; \
+	echo "make system: installing" $$missing; \
+	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null
 
-install: $(VENV)/.installed
+install: system $(VENV)/.installed
 
 $(VENV)/.installed: setup.cfg pyproject.toml requirements/constraints.txt
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -29,5 +36,6 @@ bench: install
 test: install
 	$(VENV)/bin/pytest tests --durations=15 $(PYTEST_ARGS)
 
-clean:
-	rm -rf $(VENV) results .benchmarks
+clean:  # your own results; results/README.md and results/reference/ are the repository's
+	rm -rf $(VENV) .benchmarks
+	find results -mindepth 1 -maxdepth 1 ! -name README.md ! -name reference -exec rm -rf {} +

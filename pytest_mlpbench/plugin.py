@@ -65,6 +65,8 @@ def pytest_configure(config):
     for name, text in MARKERS.items():
         config.addinivalue_line("markers", f"{name}: {text}")
     registry = config.pluginmanager.get_plugin(REGISTRY)
+    for marker in sorted({w.marker for w in registry.workloads.values()} - set(MARKERS)):
+        config.addinivalue_line("markers", f"{marker}: registered workloads")
     settings = registry.options.settings(config)
     config.pluginmanager.register(GatePlugin(config, settings), "mlpbench-gates")
     unknown = [n for n in settings.arch or [] if n not in registry.architectures]

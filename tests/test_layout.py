@@ -229,8 +229,8 @@ def test_the_mlpbench_command():
     command = shutil.which("mlpbench", path=str(Path(sys.executable).parent))
     assert command, "the console script is installed with the package"
     done = subprocess.run([command], capture_output=True, text=True, timeout=60)
-    assert done.returncode == 2 and "usage: mlpbench {report,compare}" in done.stderr
-    for sub in ("report", "compare"):
+    assert done.returncode == 2 and "usage: mlpbench {report,compare,history}" in done.stderr
+    for sub in ("report", "compare", "history"):
         done = subprocess.run([command, sub, "--help"], capture_output=True, text=True, timeout=60)
         assert done.returncode == 0, done.stderr
     same = subprocess.run([sys.executable, "-m", "pytest_mlpbench"], capture_output=True, text=True, timeout=60)
@@ -254,3 +254,14 @@ def test_mine(mlpbench):
                                 "--mlpbench-rounds=1", "--mlpbench-warmup=0", "--benchmark-disable",
                                 "-p", "no:cacheprovider")
     result.assert_outcomes(passed=1)
+
+
+def test_the_repository_conftest_registers_the_hand_written_comparisons_chain():
+    repo = TESTS.parent
+    done = subprocess.run([sys.executable, "-m", "pytest", "benchmarks", "-m", "handwritten", "--collect-only", "-q",
+                           "--mlpbench-arch=inprocess,subprocess", "-p", "no:cacheprovider"],
+                          cwd=repo, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    collected = [line for line in done.stdout.splitlines() if "::" in line]
+    assert collected == [f"benchmarks/test_workloads.py::test_workload[chain-20-{arch}]" for arch in ("inprocess", "subprocess")]
+    assert "PytestUnknownMarkWarning" not in done.stdout, "a registered workload's marker is declared"

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import Iterable
 
 from pytest_mlpbench.gates.history import History
 from pytest_mlpbench.gates.identity import mlpbench_info
 from pytest_mlpbench.gates.spec import Gate, GateError, parse_gates
 from pytest_mlpbench.gates.stats import require_scipy
-from pytest_mlpbench.gates.storage import Store, resolve
+from pytest_mlpbench.gates.storage import Entry, SavedRun, Store, resolve
 from pytest_mlpbench.gates.table import table
 from pytest_mlpbench.gates.verdict import Verdict, evaluate, recorded_figures
 
@@ -22,19 +23,7 @@ def main(argv: list[str]) -> int:
                     "against the others pooled. RUN is a number (3 or 0003), a save name or a file path.",
     )
     parser.add_argument("runs", nargs="*", metavar="RUN")
-    parser.add_argument("--storage", default=".benchmarks",
-                        help="pytest-benchmark storage, as its --benchmark-storage: a directory, file://DIR or "
-                             "elasticsearch+http[s]://HOST/[INDEX/DOCTYPE?project_name=NAME] (default: .benchmarks)")
-    parser.add_argument("--netrc", nargs="?", default="", const="~/.netrc",
-                        help="elasticsearch credentials from a netrc file, as pytest-benchmark's --benchmark-netrc")
-    parser.add_argument("--machine", help="machine directory in the storage (default: this machine's)")
-    parser.add_argument("--fail", action="append", default=[], metavar="METRIC:STAT:THRESHOLD",
-                        help="gate to apply (repeatable); without one, every figure's median is compared")
-    parser.add_argument("--history", type=int, default=1, metavar="N", help="pool N baseline runs (default: 1)")
-    parser.add_argument("--alpha", type=float, default=0.05, help="significance level (default: 0.05)")
-    parser.add_argument("--unlike", action="store_true",
-                        help="also compare with saved runs that differ from RUN in workload, scale, parameters or "
-                             "machine (default: those are left out, and the output says how they differ)")
+    add_options(parser)
     args = parser.parse_args(argv)
     try:
         verdicts = compare(args)
@@ -49,15 +38,48 @@ def main(argv: list[str]) -> int:
     return 1 if failed else 0
 
 
-def compare(args: argparse.Namespace) -> list[Verdict]:
+def add_options(parser: argparse.ArgumentParser) -> None:
+    """The storage and gate options of ``compare``, shared with ``mlpbench history``."""
+    parser.add_argument("--storage", default=".benchmarks",
+                        help="pytest-benchmark storage, as its --benchmark-storage: a directory, file://DIR or "
+                             "elasticsearch+http[s]://HOST/[INDEX/DOCTYPE?project_name=NAME] (default: .benchmarks)")
+    parser.add_argument("--netrc", nargs="?", default="", const="~/.netrc",
+                        help="elasticsearch credentials from a netrc file, as pytest-benchmark's --benchmark-netrc")
+    parser.add_argument("--machine", help="machine directory in the storage (default: this machine's)")
+    parser.add_argument("--fail", action="append", default=[], metavar="METRIC:STAT:THRESHOLD",
+                        help="gate to apply (repeatable); without one, every figure's median is compared")
+    parser.add_argument("--history", type=int, default=1, metavar="N", help="pool N baseline runs (default: 1)")
+    parser.add_argument("--alpha", type=float, default=0.05, help="significance level (default: 0.05)")
+    parser.add_argument("--unlike", action="store_true",
+                        help="also compare with saved runs that differ from the run compared in workload, scale, "
+                             "parameters or machine (default: those are left out, and the output says how they differ)")
+
+
+def open_saved(args: argparse.Namespace) -> tuple[Store, list[Entry]]:
+    """The storage ``args`` name and its machine's saved runs, oldest first; none is an error."""
     from pytest_benchmark.utils import get_machine_id
 
-    gates = parse_gates(args.fail, "--fail")
-    require_scipy()
     store = Store.open(args.storage, args.machine or get_machine_id(), args.netrc)
     entries = store.entries()
     if not entries:
         raise GateError(store.nothing_saved())
+    return store, entries
+
+
+def median_gates(figures: Iterable[str]) -> list[Gate]:
+    """What is compared without gates: each figure's median, with no threshold (never fails)."""
+    return [Gate(m, "median", 0, text=f"{m}:median") for m in figures]
+
+
+def current(run: SavedRun) -> dict[str, dict]:
+    """The benchmarks of a saved run that mlpbench measured."""
+    return {name: b for name, b in run.benchmarks.items() if mlpbench_info(b)}
+
+
+def compare(args: argparse.Namespace) -> list[Verdict]:
+    gates = parse_gates(args.fail, "--fail")
+    require_scipy()
+    store, entries = open_saved(args)
     refs = args.runs or [entries[-1].label]
     picked = [resolve(entries, r) for r in refs]
     now = store.read(entries[picked[-1]])
@@ -68,8 +90,8 @@ def compare(args: argparse.Namespace) -> list[Verdict]:
     history = History(runs, store.where, pooled, args.unlike, "--unlike")
     print(f"now: {now.path}")
     print(f"baseline: {', '.join(r.label for r in history.runs[-history.history:]) or 'none'}")
-    current = {name: b for name, b in now.benchmarks.items() if mlpbench_info(b)}
+    benches = current(now)
     if not gates:
-        gates = [Gate(m, "median", 0, text=f"{m}:median") for m in recorded_figures(current)]
-    verdicts = evaluate(current, history, lambda name: gates, args.alpha, now.machine_info)
+        gates = median_gates(recorded_figures(benches))
+    verdicts = evaluate(benches, history, lambda name: gates, args.alpha, now.machine_info)
     return [v for v in verdicts if v.status != "missing" or args.fail]

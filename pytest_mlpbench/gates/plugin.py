@@ -1,7 +1,11 @@
 """pytest hooks of the regression gates: collect the gates (options, ini,
 ``mlpbench_fail`` markers), read the saved history before this session saves
-its own run, and judge every benchmark at session end."""
+its own run, and judge every benchmark at session end. The verdicts also go
+to ``gates.json`` in the session's results directory, for ``report.html``."""
 from __future__ import annotations
+
+import json
+from pathlib import Path
 
 import pytest
 
@@ -13,6 +17,7 @@ from pytest_mlpbench.gates.storage import Store
 from pytest_mlpbench.gates.table import table
 from pytest_mlpbench.gates.verdict import SAVE_HINT, Verdict, evaluate, recorded_figures
 from pytest_mlpbench.options import Settings
+from pytest_mlpbench.results.writer import write_atomic
 
 MARKER = ("mlpbench_fail(*expressions): regression gates METRIC:STAT:THRESHOLD for this benchmark only, "
           "added to --mlpbench-fail, e.g. @pytest.mark.mlpbench_fail('overhead_s:median:+20%')")
@@ -67,11 +72,13 @@ class GatePlugin:
 
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
         if self.history is None:
+            self.forget_verdicts()
             return
         bench = self.config._benchmarksession
         current = {b.fullname: {"extra_info": b.extra_info} for b in bench.benchmarks if not b.has_error}
         machine_info = bench.get_machine_info() if current and self.history.runs else None
         self.verdicts = evaluate(current, self.history, self.gates_for, self.settings.alpha, machine_info)
+        self.save_verdicts()
         ran = [v for v in self.verdicts if v.status != "missing"]
         for metric in sorted({v.gate.metric for v in self.verdicts} - {v.gate.metric for v in ran}):
             if ran:
@@ -80,6 +87,31 @@ class GatePlugin:
         self.problems += [f"{v.gate.text} failed: {v.message()}" for v in self.verdicts if v.failed]
         if self.problems and session.exitstatus in (pytest.ExitCode.OK, pytest.ExitCode.NO_TESTS_COLLECTED):
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+    def save_verdicts(self) -> None:
+        """``gates.json``: the verdicts, replaced in one step, before the session's report is written."""
+        directory = self.results_dir()
+        if directory is None:
+            return
+        try:
+            text = json.dumps([verdict_record(v) for v in self.verdicts], indent=1) + "\n"
+            write_atomic(directory / "gates.json", text)
+        except OSError as exc:
+            self.problems.append(f"the verdicts were not saved: {exc}")
+
+    def forget_verdicts(self) -> None:
+        """No gates this session: an older ``gates.json`` would pass for this session's verdicts."""
+        directory = self.results_dir()
+        if directory is not None:
+            (directory / "gates.json").unlink(missing_ok=True)
+
+    def results_dir(self) -> Path | None:
+        """The session's results directory (``--mlpbench-results``, resolved as the session resolves it)."""
+        results = self.settings.get("results")
+        if not results:
+            return None
+        path = Path(results)
+        return path if path.is_absolute() else Path(self.config.invocation_params.dir) / path
 
     @pytest.hookimpl(trylast=True)  # last, so the verdicts are next to pytest's exit line
     def pytest_terminal_summary(self, terminalreporter) -> None:
@@ -100,3 +132,13 @@ class GatePlugin:
             tr.write_line(line)
         for problem in self.problems:
             tr.write_line(f"mlpbench gate: {problem}", red=True, bold=True)
+
+
+def verdict_record(verdict: Verdict) -> dict:
+    """One verdict as an entry of ``gates.json`` (``message``: what the terminal says of a failed gate, else empty)."""
+    gate = verdict.gate
+    return {"benchmark": verdict.benchmark, "gate": gate.text, "metric": gate.metric, "stat": gate.stat,
+            "threshold": gate.threshold, "status": verdict.status, "failed": verdict.failed,
+            "baseline": verdict.baseline, "now": verdict.now, "change": verdict.change(),
+            "p_value": verdict.p_value, "message": verdict.message() if verdict.failed else "",
+            "note": verdict.note, "remark": verdict.remark}

@@ -24,6 +24,7 @@ class SavedRun:
     number: int
     benchmarks: dict[str, dict] = field(default_factory=dict)  # fullname -> saved benchmark
     machine_info: dict | None = None
+    saved_at: str | None = None  # pytest-benchmark's ``datetime`` of the run (ISO 8601), where it recorded one
 
     @property
     def label(self) -> str:
@@ -75,8 +76,9 @@ def saved_run(key: Path | str, number: int, data) -> SavedRun:
             f"{key}: not a pytest-benchmark result file (expected an object with a 'benchmarks' list); "
             "delete or move it out of the benchmark storage"
         )
-    machine = data.get("machine_info")
-    return SavedRun(key, number, {b["fullname"]: b for b in benches}, machine if isinstance(machine, dict) else None)
+    machine, saved_at = data.get("machine_info"), data.get("datetime")
+    return SavedRun(key, number, {b["fullname"]: b for b in benches}, machine if isinstance(machine, dict) else None,
+                    saved_at if isinstance(saved_at, str) else None)
 
 
 def load_run(path: Path) -> SavedRun:

@@ -6,7 +6,9 @@ squares, each coefficient with its confidence interval:
 - cost per GiB handed from one step to the next: overhead of ``handoff-S`` against S,
   apart for the runs whose files went through the framework's own data layer;
 - how many CPU-bound tasks run side by side: the widest ``fanout-cpu-W`` whose
-  makespan stays within 25% of ``fanout-cpu-1``'s.
+  tasks' makespan stays within 25% of ``fanout-cpu-1``'s. The makespan is the
+  time any of the fan-out's tasks was running (``compute_s`` + ``serial_s``),
+  not the run's wall time: a run's fixed cost would hide tasks that queue.
 """
 from __future__ import annotations
 
@@ -95,6 +97,14 @@ def fit(runs: Iterable[dict], confidence: float = CONFIDENCE) -> dict[str, list[
     return dict(model)
 
 
+def makespan(run: dict) -> float:
+    """How long a fan-out run's tasks were running: its critical path (begin, longest task, gather) and
+    the time its other tasks ran beyond the longest; the wall time where those are not recorded."""
+    if run.get("compute_s") is None or run.get("serial_s") is None:
+        return run["wall_s"]
+    return run["compute_s"] + run["serial_s"]
+
+
 def side_by_side(runs: Iterable[dict]) -> dict[str, int]:
     """Per architecture, the widest CPU-bound fan-out that took about as long as one task
     (median makespan within 25% of ``fanout-cpu-1``'s): where it stops scaling on these cores."""
@@ -102,7 +112,7 @@ def side_by_side(runs: Iterable[dict]) -> dict[str, int]:
     for run in runs:
         family, _, width = run["workload"].rpartition("-")
         if family == "fanout-cpu" and width.isdigit() and run["outcome"] == "passed" and not run["warmup"]:
-            walls[run["architecture"]][int(width)].append(run["wall_s"])
+            walls[run["architecture"]][int(width)].append(makespan(run))
     widths = {}
     for arch, by_width in walls.items():
         if 1 in by_width:
@@ -111,12 +121,18 @@ def side_by_side(runs: Iterable[dict]) -> dict[str, int]:
     return widths
 
 
-def table(model: dict[str, list[Coefficient]], widths: dict[str, int] | None = None) -> list[str]:
-    """Markdown: one row per architecture, one column per coefficient, value [low, high],
-    and the widest fan-out that ran side by side."""
+def rows(model: dict[str, list[Coefficient]],
+         widths: dict[str, int] | None = None) -> tuple[list[str], list[list[str]]]:
+    """The header and one row per architecture: one column per coefficient, value [low, high],
+    and the widest fan-out that ran side by side (``-`` where there is none)."""
     widths = widths or {}
     names = ["fixed_s", *(f[2] for f in FAMILIES.values())]
-    rows = [[arch, *(next((c.text() for c in model.get(arch, []) if c.name == n), "-") for n in names),
-             str(widths.get(arch, "-"))] for arch in dict.fromkeys([*model, *widths])]
-    header = ["architecture", *names, "side by side"]
-    return [f"| {' | '.join(header)} |", f"|{'---|' * len(header)}", *(f"| {' | '.join(row)} |" for row in rows)]
+    found = [[arch, *(next((c.text() for c in model.get(arch, []) if c.name == n), "-") for n in names),
+              str(widths.get(arch, "-"))] for arch in dict.fromkeys([*model, *widths])]
+    return ["architecture", *names, "side by side"], found
+
+
+def table(model: dict[str, list[Coefficient]], widths: dict[str, int] | None = None) -> list[str]:
+    """Markdown: :func:`rows` as a table."""
+    header, found = rows(model, widths)
+    return [f"| {' | '.join(header)} |", f"|{'---|' * len(header)}", *(f"| {' | '.join(row)} |" for row in found)]

@@ -183,6 +183,6 @@ class MlflowResults:
             Path(tmp, "steps.csv").write_text(to_csv(record.steps, columns))
             Path(tmp, "steps.json").write_text(json.dumps(record.steps, indent=1))
             client.log_artifacts(run_id, tmp)
-        plots = sorted(Path(results_dir).glob("**/*.png")) if Path(results_dir).is_dir() else []
+        plots = sorted(Path(results_dir).glob("*.png")) if Path(results_dir).is_dir() else []
         for plot in plots:
             client.log_artifact(run_id, str(plot), "plots")
