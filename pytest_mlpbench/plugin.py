@@ -15,7 +15,7 @@ from pytest_mlpbench.model.workload import WorkloadError
 from pytest_mlpbench.options import CORE, OptionSet
 from pytest_mlpbench.registry import Registry
 from pytest_mlpbench.results.tables import terminal_table
-from pytest_mlpbench.results.writer import ResultsError
+from pytest_mlpbench.results.atomic import ResultsError
 from pytest_mlpbench.session import BenchSession
 from pytest_mlpbench.sinks.mlflow import MlflowResults
 from pytest_mlpbench.sinks.options import OPTIONS as SINK_OPTIONS

@@ -17,7 +17,7 @@ from pytest_mlpbench.gates.storage import Store
 from pytest_mlpbench.gates.table import table
 from pytest_mlpbench.gates.verdict import SAVE_HINT, Verdict, evaluate, recorded_figures
 from pytest_mlpbench.options import Settings
-from pytest_mlpbench.results.writer import write_atomic
+from pytest_mlpbench.results.atomic import write_atomic
 
 MARKER = ("mlpbench_fail(*expressions): regression gates METRIC:STAT:THRESHOLD for this benchmark only, "
           "added to --mlpbench-fail, e.g. @pytest.mark.mlpbench_fail('overhead_s:median:+20%')")

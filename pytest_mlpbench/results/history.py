@@ -39,6 +39,7 @@ from pytest_mlpbench.gates.spec import Gate, GateError, parse_gates
 from pytest_mlpbench.gates.stats import require_scipy
 from pytest_mlpbench.gates.storage import SavedRun
 from pytest_mlpbench.gates.verdict import Verdict, evaluate, fmt, recorded_figures
+from pytest_mlpbench.results.atomic import write_atomic
 
 #: The folder under the results directory that holds the plots and ``history.md``.
 FOLDER = "history"
@@ -360,9 +361,7 @@ def write_history(args: argparse.Namespace) -> Written:
             if stale.name not in kept:
                 stale.unlink()
         path = directory / "history.md"
-        tmp = path.with_name(".history.md.tmp")
-        tmp.write_text(markdown(runs, judged, lines, gates, args, store.where), encoding="utf8")
-        tmp.replace(path)
+        write_atomic(path, markdown(runs, judged, lines, gates, args, store.where))
     except OSError as exc:
         raise GateError(f"cannot write the history into {directory}: {exc}") from None
     return Written(path, runs, judged, plotted)

@@ -21,6 +21,8 @@ from html import escape
 from pathlib import Path
 from typing import Iterable, NamedTuple, Sequence
 
+from pytest_mlpbench.results.atomic import write_atomic
+
 PNG = b"\x89PNG\r\n\x1a\n"
 GATES_FILE = "gates.json"
 HISTORY_DIR = "history"
@@ -134,9 +136,7 @@ class Report(NamedTuple):
 def write(out_dir: Path, content: Report) -> Path:
     """Write ``report.html`` into ``out_dir`` in one step (a temporary file, then a rename)."""
     path = out_dir / "report.html"
-    tmp = path.with_name(".report.html.tmp")
-    tmp.write_text(page(out_dir, content), encoding="utf-8")
-    tmp.replace(path)
+    write_atomic(path, page(out_dir, content))
     return path
 
 

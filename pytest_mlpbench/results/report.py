@@ -19,6 +19,7 @@ from typing import Iterable, Sequence
 from pytest_mlpbench.measure.record import FIGURES, OPTIONAL_FIGURES
 from pytest_mlpbench.results import costmodel
 from pytest_mlpbench.results.figures import median_of, parallel_overhead
+from pytest_mlpbench.results.atomic import write_atomic
 
 FLOOR = "inprocess"
 ROUND_KEYS = {"run_id", "outcome", "memory_method", "gaps", "steps"}
@@ -251,9 +252,7 @@ def write_report(runs: Sequence[dict], out_dir: Path, html: bool = False) -> Pat
         note = None
     cost = cost_model(runs)
     path = out_dir / "report.md"
-    tmp = path.with_name(".report.md.tmp")
-    tmp.write_text(markdown(grouped, sources, images, note, cost_model_section(runs, scaling, cost)))
-    tmp.replace(path)
+    write_atomic(path, markdown(grouped, sources, images, note, cost_model_section(runs, scaling, cost)))
     if html:
         from pytest_mlpbench.results.html import write
 

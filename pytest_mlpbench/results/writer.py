@@ -18,22 +18,9 @@ from typing import Iterable, Sequence
 
 from pytest_mlpbench.measure.monitor import Sample
 from pytest_mlpbench.measure.record import FIGURES, RunRecord
+from pytest_mlpbench.results.atomic import ResultsError, write_atomic
 from pytest_mlpbench.results.tables import summary_markdown
 
-
-
-class ResultsError(OSError):
-    """Results could not be written; the message names the file and the reason."""
-
-
-def write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(text)
-        os.replace(tmp, path)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise ResultsError(f"cannot write {path}: {exc.strerror or exc}") from None
 
 
 def append_line(path: Path, line: str) -> None:
