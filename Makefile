@@ -10,7 +10,13 @@ PYTEST_ARGS ?=
 # the OpenSSH server for the remote xdist worker test; Chromium for the HTML report's browser test
 SYSTEM_PACKAGES := postgresql podman runc debootstrap docker-compose openssh-server chromium
 
-.PHONY: system install bench test clean
+# make reference: the committed reference run (results/README.md#reference) of every local architecture
+REFERENCE_ARCHS ?= inprocess,subprocess,metaflow-local,airflow-local,kubeflow-local,dvc,mlflow
+REFERENCE_MACHINE ?= $(shell printf '%s-%scpu-%sGiB' "$$(sed -n 's/^model name[^:]*: *//p' /proc/cpuinfo | head -1)" \
+	"$$(nproc)" "$$(awk '/^MemTotal/ {printf "%.0f", $$2 / 1048576}' /proc/meminfo)" | tr -cs 'A-Za-z0-9.' '-')
+REFERENCE := results/reference/$(REFERENCE_MACHINE)
+
+.PHONY: system install bench test reference clean
 
 system:
 	@command -v dpkg-query >/dev/null || { echo "make system: not Debian; install these yourself: $(SYSTEM_PACKAGES)" >&2; exit 0; }; \
@@ -35,6 +41,16 @@ bench: install
 
 test: install
 	$(VENV)/bin/pytest tests --durations=15 $(PYTEST_ARGS)
+
+reference: install
+	rm -rf $(REFERENCE) && mkdir -p $(REFERENCE)
+	start=$$(date +%s); \
+	$(VENV)/bin/pytest benchmarks -m "training or inference" --mlpbench-arch=$(REFERENCE_ARCHS) \
+		--mlpbench-scale=small --mlpbench-rounds=5 --mlpbench-results=$(REFERENCE) \
+		--benchmark-json=$(REFERENCE)/benchmark.json $(PYTEST_ARGS); status=$$?; \
+	{ echo "# $(REFERENCE_MACHINE)"; echo; echo "\`make reference\`, $$(date -u +%F): $$(( $$(date +%s) - start )) s"; \
+		echo; echo '```'; lscpu; echo; free -h; echo; uname -srm; $(PY) --version; echo '```'; } > $(REFERENCE)/machine.md; \
+	exit $$status
 
 clean:  # your own results; results/README.md and results/reference/ are the repository's
 	rm -rf $(VENV) .benchmarks

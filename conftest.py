@@ -7,11 +7,10 @@ by hand in each framework's idiom, on the architectures named, with the
 harness's rounds, report and gates. It is also the example of a workload
 registered from a conftest.py (README, "Your own architectures and workloads").
 """
-import dataclasses
 
 from workloads import scaling
 
-CHAIN_20 = dataclasses.replace(scaling.chain(20), marker="handwritten", builtin=False)
+CHAIN_20 = scaling.chain(20).replace(marker="handwritten", builtin=False)
 
 
 def pytest_mlpbench_register(registry):

@@ -10,10 +10,14 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass
-from typing import Any, Callable
+from collections.abc import Callable
 
+from pytest_mlpbench.model.value import Frozen
 from pytest_mlpbench.model.workload import SCALES
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # importing typing costs every task's process 3 ms
+    from typing import Any
 
 
 def _number(text: str, kind: type, low: float, inclusive: bool, what: str):
@@ -91,18 +95,21 @@ def new_file(text: str) -> str:
     return path
 
 
-@dataclass(frozen=True)
-class Option:
-    name: str  # --mlpbench-NAME on the command line, mlpbench_NAME in the ini file
-    help: str
-    parse: Callable[[str], Any] = str
-    default: Any = None
-    metavar: str | None = None
-    #: Repeatable on the command line, one value a line in the ini file; the
-    #: setting is then the list of parsed values (default: empty).
-    multiple: bool = False
-    #: For a workload's option: the scale parameter it overrides when set.
-    param: str | None = None
+class Option(Frozen):
+    """``--mlpbench-NAME`` on the command line, ``mlpbench_NAME`` in the ini file. ``multiple``:
+    repeatable on the command line, one value a line in the ini file, and the setting is then the
+    list of parsed values (default: empty). ``param``: for a workload's option, the scale
+    parameter it overrides when set."""
+
+    def __init__(self, name: str, help: str, parse: Callable[[str], Any] = str, default: Any = None,
+                 metavar: str | None = None, multiple: bool = False, param: str | None = None):
+        self.name = name
+        self.help = help
+        self.parse = parse
+        self.default = default
+        self.metavar = metavar
+        self.multiple = multiple
+        self.param = param
 
     @property
     def flag(self) -> str:

@@ -308,6 +308,20 @@ def test_compare_on_a_missing_storage_says_so_and_creates_nothing(tmp_path, caps
     assert not (tmp_path / "none").exists()
 
 
+def test_compare_takes_json_files_from_anywhere_without_a_storage(tmp_path, capsys, monkeypatch):
+    """As the README compares a run of your own with the committed reference run."""
+    from pytest_mlpbench.gates.compare import main
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "ref").mkdir(), (tmp_path / "mine").mkdir()
+    reference = saved(tmp_path / "ref", 1, [1.0, 1.1, 0.9, 1.0, 1.05]).rename(tmp_path / "ref" / "benchmark.json")
+    mine = saved(tmp_path / "mine", 7, [2.0, 2.1, 1.9, 2.0, 2.05])
+    assert main([str(reference), str(mine), "--fail", "wall_s:median:+10%"]) == 1
+    out = capsys.readouterr().out
+    assert f"now: {mine}" in out and re.search(r"t\.py::t\[a\] +wall_s +median .*FAIL", out)
+    assert not (tmp_path / ".benchmarks").exists()
+
+
 class KeyedStorage:
     """A storage without files whose ``load(prefix)`` returns whole runs, keyed, oldest first."""
 

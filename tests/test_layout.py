@@ -6,6 +6,7 @@ from __future__ import annotations
 import ast
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -15,9 +16,12 @@ from pathlib import Path
 import pytest
 
 import pytest_mlpbench
+from pytest_mlpbench.model.workload import RunSpec
+from pytest_mlpbench.step import __main__ as step_main
 
 PACKAGE = Path(pytest_mlpbench.__file__).parent
 TESTS = Path(__file__).parent
+ROOT = TESTS.parent
 
 
 def modules() -> dict[str, Path]:
@@ -135,6 +139,43 @@ def test_the_step_entry_point_says_what_is_wrong(tmp_path):
     done = subprocess.run([sys.executable, "-m", "pytest_mlpbench.step", "--spec", "{}", "--step", "x"],
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 2 and "one of the arguments --outputs --out-dir is required" in done.stderr
+
+
+#: What a light task's process would spend most of its own time importing (docs/handwritten.md).
+SLOW_TO_IMPORT = ["argparse", "dataclasses", "inspect", "typing", "shutil"]
+
+
+def test_a_light_task_imports_nothing_slow(tmp_path):
+    spec = RunSpec("workloads.scaling:chain_2", "smoke", "r1", str(tmp_path / "art"), str(tmp_path / "events.jsonl"))
+    (tmp_path / "t000.json").write_text("{}")
+    argv = ["step", "--spec", spec.to_json(), "--step", "t001", f"--upstream=t000={tmp_path / 't000.json'}",
+            "--outputs", str(tmp_path / "t001.json")]
+    script = ("import atexit, json, runpy, sys; slow = json.loads(sys.argv[1]); sys.argv = json.loads(sys.argv[2]); "
+              "atexit.register(lambda: print(json.dumps(sorted(set(sys.modules) & set(slow))))); "
+              "runpy.run_module('pytest_mlpbench.step', run_name='__main__')")
+    done = subprocess.run([sys.executable, "-c", script, json.dumps(SLOW_TO_IMPORT), json.dumps(argv)],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == [] and json.loads((tmp_path / "t001.json").read_text()) == {}
+
+
+@pytest.mark.parametrize("argv", [
+    ["--spec", "s.json", "--step", "t001", "--upstream=t000=out/t000.json", "--outputs", "out/t001.json"],
+    ["--spec={}", "--step", "b", "--index", "3", "--upstream", "a=x", "--upstream", "a=y", "--out-dir", "o",
+     "--env", '{"A": "1"}', "--artifacts", "art", "--events", "ev", "--carried", "a.0=d", "--with-events"],
+    ["--spec", "{}", "--step", "s", "--upstream-json", '{"a": {}}', "--outputs", "o", "--fanout-key", "shards"],
+])
+def test_the_step_reads_its_arguments_as_argparse_does(argv):
+    assert vars(step_main.parse_args(argv)) == vars(step_main.parser().parse_args(argv))
+
+
+@pytest.mark.parametrize("argv", [["--step", "s", "--outputs", "o"], ["--spec", "{}", "--step", "s"],
+                                  ["--spec", "{}", "--step", "s", "--outputs", "o", "--index", "one"],
+                                  ["--spec", "{}", "--step", "s", "--outputs", "o", "--nope", "1"]])
+def test_wrong_step_arguments_are_argparse_errors(argv, capsys):
+    with pytest.raises(SystemExit) as exited:
+        step_main.parse_args(argv)
+    assert exited.value.code == 2 and "error:" in capsys.readouterr().err
 
 
 CONFTEST = '''
@@ -265,3 +306,17 @@ def test_the_repository_conftest_registers_the_hand_written_comparisons_chain():
     collected = [line for line in done.stdout.splitlines() if "::" in line]
     assert collected == [f"benchmarks/test_workloads.py::test_workload[chain-20-{arch}]" for arch in ("inprocess", "subprocess")]
     assert "PytestUnknownMarkWarning" not in done.stdout, "a registered workload's marker is declared"
+
+
+def test_the_readme_headline_is_the_committed_reference_run():
+    """Its rows are the reference summary's own, and its plot is there: rerunning
+    ``make reference`` without updating the README fails here."""
+    readme = (ROOT / "README.md").read_text()
+    source = re.search(r"<!-- headline: (results/reference/[^/]+/summary\.md) -->", readme)
+    assert source, "the README names the reference summary its headline comes from"
+    headline = readme[source.end():readme.index("<!-- /headline -->")]
+    summary = (ROOT / source[1]).read_text().splitlines()
+    rows = [line for line in headline.splitlines() if line.startswith("| ") and not line.startswith("| architecture")]
+    assert len(rows) >= 2 and [row for row in rows if row not in summary] == []
+    plots = re.findall(r"\]\((results/reference/[^)]+\.png)\)", headline)
+    assert plots and all((ROOT / plot).is_file() for plot in plots)

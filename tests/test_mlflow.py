@@ -60,7 +60,7 @@ def test_steps_are_nested_project_runs_and_the_tracking_uri_does_not_leak(arch, 
     client = mlflow.MlflowClient(arch.uri)
     (parent,) = client.search_runs([arch.experiments["linear"]], f"tags.`mlpbench.run_id` = '{run.spec.run_id}'")
     children = client.search_runs([arch.experiments["linear"]], f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
-    assert sorted(r.data.tags["mlflow.project.entryPoint"] for r in children) == ["begin", "end", "middle"]
+    assert sorted(r.data.params["step"] for r in children) == ["begin", "end", "middle"]
     assert {r.info.status for r in [parent, *children]} == {"FINISHED"}
     events = [json.loads(line) for line in Path(run.spec.events).read_text().splitlines()]
     assert [e["step"] for e in events] == ["begin", "middle", "end"]
@@ -143,7 +143,7 @@ def test_a_failed_download_is_the_runs_error(arch, tmp_path, monkeypatch):  # ar
     monkeypatch.setenv("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # main() sets it where unset
     run = make_run(tmp_path, FANFILES)
     run.spec.handoff = "native"
-    driver = Driver(run, tmp_path, tmp_path / "spec.json")
+    driver = Driver(run, tmp_path)
     driver.fetch = {"begin": (tmp_path / "nowhere" / "begin").as_uri()}
     plan = driver.plan("part", 1)
     assert main(["--handoff", str(plan), "--spec", "{}", "--step", "part", "--outputs", "x"]) == 1

@@ -162,3 +162,21 @@ def test_windmill_published_shape_is_the_default_and_registered():
         assert workload.scales["small"] == workload.scales["full"] == shape
         assert len(workload.steps) == shape["tasks"] and workload.edges()[0] == ("task_00", "task_01")
         assert registry.workload(workload.name).marker == "anchors"
+
+
+def test_workloads_and_steps_are_frozen_values_and_replace_checks_again():
+    steps = (Step("a", "m:a"), Step("b", "m:b", needs=("a",)))
+    workload = Workload("w", "m:W", steps, {s: {} for s in ("smoke", "small", "full")})
+    assert workload == Workload("w", "m:W", steps, {s: {} for s in ("smoke", "small", "full")})
+    assert Step("a", "m:a") == steps[0] != Step("a", "m:other") and hash(Step("a", "m:a")) == hash(steps[0])
+    with pytest.raises(AttributeError, match="cannot assign to Workload.marker: it is frozen"):
+        workload.marker = "inference"
+    assert workload.replace(marker="inference").marker == "inference" and workload.marker == "training"
+    with pytest.raises(WorkloadError, match="duplicate step names"):
+        workload.replace(steps=steps + (Step("a", "m:a"),))
+    assert repr(steps[1]) == "Step(name='b', fn='m:b', needs=('a',), foreach=None)"
+
+
+def test_a_run_spec_travels_as_json_and_back():
+    spec = RunSpec("m:W", "smoke", "r1", "/art", "/ev", params={"n": 1}, handoff="native")
+    assert RunSpec.from_json(spec.to_json()) == spec and spec.replace(run_id="r2").run_id == "r2"

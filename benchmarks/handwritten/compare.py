@@ -182,9 +182,6 @@ def open_mlflow(work: Path):
 
     arch = MlflowProjects()
     arch.open(work / "generated")
-    project = arch.dir / "projects" / workload().name
-    if project.exists():  # written by an earlier process of this comparison
-        arch.projects[workload().name] = project
     return arch
 
 
@@ -346,8 +343,8 @@ def trigger_and_wait(server, dag: str, timeout_s: float, own: list[float], spec=
     run_id = f"{dag}-{time.time_ns()}"
     conf = {}
     if spec is not None:
-        spec = dataclasses.replace(spec, run_id=run_id)
-        conf = {CONF_KEY: {"spec": dataclasses.asdict(spec), "env": step_environment(spec.events)}}
+        spec = spec.replace(run_id=run_id)
+        conf = {CONF_KEY: {"spec": vars(spec), "env": step_environment(spec.events)}}
     started = time.monotonic()
     server.client.trigger(dag, run_id, conf)
     while True:

@@ -78,11 +78,11 @@ class MlflowProjects(Architecture):
 
     def run(self, workload, run):
         mlflow = import_mlflow()
-        project = self._project(workload, run.spec.handoff == "native")
-        spec_file = run.dir / "spec.json"
+        project = self._project(run.spec.handoff == "native")
+        spec_file = run.dir / SPEC_NAME
         spec_file.write_text(run.spec.to_json())
         fanout = self.settings.get("mlflow_fanout", "concurrent") if self.settings else "concurrent"
-        driver = Driver(run, project, spec_file, concurrent=fanout == "concurrent")
+        driver = Driver(run, project, concurrent=fanout == "concurrent")
         with tracking(self.uri, run.env), Watchdog(run, str(spec_file)) as watchdog:
             driver.experiment_id = self._experiment(mlflow, workload)
             parent = mlflow.start_run(experiment_id=driver.experiment_id, run_name=run.spec.run_id,
@@ -95,12 +95,12 @@ class MlflowProjects(Architecture):
                 mlflow.end_run(status)
                 driver.collect_task_info(parent.info.run_id)
 
-    def _project(self, workload, native: bool) -> Path:
-        name = workload.name + (".native" if native else "")
+    def _project(self, native: bool) -> Path:
+        name = "native" if native else "shared"
         if name not in self.projects:
             directory = self.dir / "projects" / name
-            directory.mkdir(parents=True)
-            write_mlproject(directory, workload, native)
+            directory.mkdir(parents=True, exist_ok=True)
+            write_mlproject(directory, native)
             self.projects[name] = directory
         return self.projects[name]
 
@@ -114,24 +114,39 @@ class MlflowProjects(Architecture):
         return self.experiments[workload.name]
 
 
-def write_mlproject(directory: Path, workload, native: bool = False) -> None:
+#: The project's entry points: a step, and one task of a fan-out step. Every step runs the same
+#: command, so the step is a parameter, as in MLflow's own examples; MLflow parses the MLproject
+#: twice for every task it runs, and an entry point per step made that 5 ms of YAML each time.
+STEP_ENTRY, TASK_ENTRY = "step", "task"
+SPEC_NAME = "spec.json"
+
+
+def write_mlproject(directory: Path, native: bool = False) -> None:
+    """The run's directory is a parameter; the driver puts each task's files there under
+    fixed names (:data:`SPEC_NAME`, :func:`upstream_name`, :func:`outputs_name`)."""
     import yaml
 
     python = shlex.quote(sys.executable)  # the test's interpreter: env_manager="local" means this venv
     entry = "pytest_mlpbench.architectures.mlflow_step --handoff {handoff}" if native else "pytest_mlpbench.step"
-    entry_points = {}
-    for step in workload.steps:
-        parameters = {"spec": "string", "upstream": "string", "outputs": "string"}
-        if native:
-            parameters["handoff"] = "string"
-        command = (f"{python} -m {entry} --spec {{spec}} --step {shlex.quote(step.name)} "
-                   "--upstream-json {upstream} --outputs {outputs}")
-        if step.foreach:
-            parameters["index"] = "string"
-            command += " --index {index}"
-        entry_points[step.name] = {"parameters": parameters, "command": command}
-    text = yaml.safe_dump({"name": f"mlpbench-{workload.name}", "entry_points": entry_points}, sort_keys=False)
+    command = (f"{python} -m {entry} --spec {{run}}/{SPEC_NAME} --step {{step}} "
+               f"--upstream-json {{run}}/{upstream_name('{step}')}")
+    parameters = {"run": "string", "step": "string", **({"handoff": "string"} if native else {})}
+    entry_points = {
+        STEP_ENTRY: {"parameters": parameters, "command": f"{command} --outputs {{run}}/{outputs_name('{step}', None)}"},
+        TASK_ENTRY: {"parameters": {**parameters, "index": "string"},
+                     "command": f"{command} --index {{index}} --outputs {{run}}/{outputs_name('{step}', '{index}')}"},
+    }
+    text = yaml.safe_dump({"name": "mlpbench" + ("-native" if native else ""), "entry_points": entry_points},
+                          sort_keys=False)
     (directory / "MLproject").write_text(text)
+
+
+def upstream_name(step_name: str) -> str:
+    return f"{step_name}.upstream.json"
+
+
+def outputs_name(step_name: str, index) -> str:
+    return f"{step_name}{'' if index is None else f'.{index}'}.outputs.json"
 
 
 @contextlib.contextmanager
@@ -155,11 +170,10 @@ def tracking(uri: str, env):
 class Driver:
     """Runs one benchmark run's steps as MLflow project runs."""
 
-    def __init__(self, run, project: Path, spec_file: Path, concurrent: bool = True):
+    def __init__(self, run, project: Path, concurrent: bool = True):
         self.run = run
         self.concurrent = concurrent
         self.project = project
-        self.spec_file = spec_file
         self.experiment_id: str | None = None
         self.native = run.spec.handoff == "native"
         self.mlflow_runs: dict[str, str] = {}  # native hand-off: each task's KEY -> its MLflow run id
@@ -171,19 +185,17 @@ class Driver:
             if watchdog.fired.is_set() or self.run.remaining_s() == 0:
                 raise RunTimeout(f"run exceeded --mlpbench-timeout={self.run.timeout_s:g}s before step {step.name!r}")
             inputs = step_inputs(workload, step, outputs)
-            upstream_file = self.run.dir / f"{step.name}.upstream.json"
             upstream = {need: outputs[need] for need in step.needs}
-            write_json_atomic(upstream_file, upstream)
+            write_json_atomic(self.run.dir / upstream_name(step.name), upstream)
             self.fetch = self.artifact_uris(handoff.keys(upstream)) if self.native else {}
             if step.foreach:
-                outputs[step.name] = self.fan_out(step, inputs, upstream_file, watchdog)
+                outputs[step.name] = self.fan_out(step, inputs, watchdog)
             else:
-                outputs[step.name] = self.one(step, upstream_file, watchdog)
+                outputs[step.name] = self.one(step, watchdog)
 
-    def params(self, step_name: str, upstream_file: Path, index: int | None = None) -> tuple[dict, Path]:
-        suffix = "" if index is None else f".{index}"
-        out = self.run.dir / f"{step_name}{suffix}.outputs.json"
-        params = {"spec": str(self.spec_file), "upstream": str(upstream_file), "outputs": str(out)}
+    def params(self, step_name: str, index: int | None = None) -> tuple[dict, Path]:
+        out = self.run.dir / outputs_name(step_name, index)
+        params = {"run": str(self.run.dir), "step": step_name}
         if index is not None:
             params["index"] = str(index)
         if self.native:
@@ -215,22 +227,22 @@ class Driver:
         task = step_name + ("" if index is None else f"[{index}]")
         return f"step {task!r}: native hand-off: {path.read_text()}"
 
-    def submit(self, step_name: str, params: dict, synchronous: bool):
+    def submit(self, params: dict, synchronous: bool):
         import mlflow.projects
 
-        name = step_name if "index" not in params else f"{step_name}[{params['index']}]"
-        return mlflow.projects.run(str(self.project), entry_point=step_name, parameters=params,
-                                   experiment_id=self.experiment_id, env_manager="local",
-                                   synchronous=synchronous, run_name=name)
+        # no run_name: the parameters name the task, and a name costs one more write to the store
+        entry_point = STEP_ENTRY if "index" not in params else TASK_ENTRY
+        return mlflow.projects.run(str(self.project), entry_point=entry_point, parameters=params,
+                                   experiment_id=self.experiment_id, env_manager="local", synchronous=synchronous)
 
-    def one(self, step, upstream_file: Path, watchdog, index: int | None = None) -> dict:
+    def one(self, step, watchdog, index: int | None = None) -> dict:
         from mlflow.exceptions import ExecutionException
 
-        params, out = self.params(step.name, upstream_file, index)
+        params, out = self.params(step.name, index)
         submitted: list = []
         try:
             with waited_on(submitted):
-                task = self.submit(step.name, params, synchronous=True)
+                task = self.submit(params, synchronous=True)
         except ExecutionException as exc:
             if watchdog.fired.is_set():
                 raise RunTimeout(f"run exceeded --mlpbench-timeout={self.run.timeout_s:g}s in step {step.name!r}")
@@ -243,15 +255,15 @@ class Driver:
         self.mlflow_runs[handoff.task_key(step.name, index)] = task.run_id
         return read_json(out)
 
-    def fan_out(self, step, inputs, upstream_file: Path, watchdog) -> list[dict]:
+    def fan_out(self, step, inputs, watchdog) -> list[dict]:
         indices = range(len(fanout_items(step, inputs)))
         if not self.concurrent:
-            return [self.one(step, upstream_file, watchdog, index) for index in indices]
-        tasks = [self.params(step.name, upstream_file, i) for i in indices]
+            return [self.one(step, watchdog, index) for index in indices]
+        tasks = [self.params(step.name, i) for i in indices]
         submitted = []
         try:
             for params, _ in tasks:
-                submitted.append(self.submit(step.name, params, synchronous=False))
+                submitted.append(self.submit(params, synchronous=False))
                 submitted[-1].mlpbench_index = params["index"]
             for task in submitted:
                 self.wait(step.name, task)
@@ -289,7 +301,7 @@ class Driver:
         except MlflowException:
             return  # metadata only: the run's outcome stands without it
         for child in children:
-            step = child.data.tags.get("mlflow.project.entryPoint")
+            step = child.data.params.get("step")
             index = child.data.params.get("index")
             info = {"created_ns": child.info.start_time * 10**6, "mlflow_run_id": child.info.run_id,
                     "mlflow_status": child.info.status}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from typing import Iterable
 
 from pytest_mlpbench.gates.history import History
@@ -20,7 +21,8 @@ def main(argv: list[str]) -> int:
         prog="python -m pytest_mlpbench compare",
         description="Compare saved pytest-benchmark runs metric by metric. No RUN: the latest run against the "
                     "one(s) before it; one RUN: that run against the one(s) before it; several: the last "
-                    "against the others pooled. RUN is a number (3 or 0003), a save name or a file path.",
+                    "against the others pooled. RUN is a number (3 or 0003), a save name or a file path; several "
+                    "JSON files are compared as they are, wherever they lie (no storage needed).",
     )
     parser.add_argument("runs", nargs="*", metavar="RUN")
     add_options(parser)
@@ -59,6 +61,9 @@ def open_saved(args: argparse.Namespace) -> tuple[Store, list[Entry]]:
     """The storage ``args`` name and its machine's saved runs, oldest first; none is an error."""
     from pytest_benchmark.utils import get_machine_id
 
+    files = [Path(run).expanduser() for run in args.runs]
+    if len(files) > 1 and all(f.is_file() for f in files):  # JSON files compared as they are, from anywhere
+        return Store(None, args.machine or get_machine_id(), files[-1].parent), [Entry.file(f) for f in files]
     store = Store.open(args.storage, args.machine or get_machine_id(), args.netrc)
     entries = store.entries()
     if not entries:

@@ -14,9 +14,14 @@ from __future__ import annotations
 import importlib
 import json
 import os
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Callable, Mapping
+
+from pytest_mlpbench.model.value import Frozen, Value
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # importing typing costs every task's process 3 ms
+    from typing import Any
 
 SCALES = ("smoke", "small", "full")
 
@@ -25,16 +30,17 @@ class WorkloadError(Exception):
     """A workload definition or a step's inputs are wrong."""
 
 
-@dataclass(frozen=True)
-class Step:
+class Step(Frozen):
     """``fn`` is the function or its ``"module:function"`` path; a path keeps
     the workload light to import and lets the step's own imports (torch...)
     happen before the step's clock starts, as a fresh process must."""
 
-    name: str
-    fn: Callable[..., dict] | str
-    needs: tuple[str, ...] = ()
-    foreach: str | None = None
+    def __init__(self, name: str, fn: Callable[..., dict] | str, needs: tuple[str, ...] = (),
+                 foreach: str | None = None):
+        self.name = name
+        self.fn = fn
+        self.needs = needs
+        self.foreach = foreach
 
     def resolve(self) -> Callable[..., dict]:
         if callable(self.fn):
@@ -46,29 +52,31 @@ class Step:
             raise WorkloadError(f"step {self.name!r}: cannot import {self.fn!r}: {exc}") from exc
 
 
-@dataclass(frozen=True)
-class Workload:
+class Workload(Frozen):
     """A named DAG of steps with per-scale parameters.
 
     ``ref`` is the import path (``"package.module:ATTRIBUTE"``) by which a
     step process finds this workload again; ``marker`` is the pytest marker
-    that selects its benchmarks (``training`` or ``inference``).
+    that selects its benchmarks (``training`` or ``inference``). ``options``
+    are its :class:`pytest_mlpbench.options.Option`, each with a ``param``:
+    set, it overrides that parameter of every scale. ``handoff`` is how its
+    steps' files reach the next steps: ``shared`` (one directory) or
+    ``native`` (each framework's own data layer; see ``pytest_mlpbench.step.handoff``).
     """
 
-    name: str
-    ref: str
-    steps: tuple[Step, ...]
-    scales: Mapping[str, Mapping[str, Any]]
-    marker: str = "training"
-    builtin: bool = False
-    #: Options of this workload (:class:`pytest_mlpbench.options.Option` with
-    #: ``param``): set, each overrides that parameter of every scale.
-    options: tuple = ()
-    #: How its steps' files reach the next steps: ``shared`` (one directory)
-    #: or ``native`` (each framework's own data layer); see ``pytest_mlpbench.step.handoff``.
-    handoff: str = "shared"
+    def __init__(self, name: str, ref: str, steps: tuple[Step, ...], scales: Mapping[str, Mapping[str, Any]],
+                 marker: str = "training", builtin: bool = False, options: tuple = (), handoff: str = "shared"):
+        self.name = name
+        self.ref = ref
+        self.steps = steps
+        self.scales = scales
+        self.marker = marker
+        self.builtin = builtin
+        self.options = options
+        self.handoff = handoff
+        self._check()
 
-    def __post_init__(self):
+    def _check(self) -> None:
         names = [s.name for s in self.steps]
         if len(set(names)) != len(names):
             raise WorkloadError(f"workload {self.name!r}: duplicate step names in {names}")
@@ -105,18 +113,20 @@ class Workload:
         return [s.name for s in self.steps if name in s.needs]
 
 
-@dataclass
-class RunSpec:
-    """Everything a step needs to know about its run; travels as JSON."""
+class RunSpec(Value):
+    """Everything a step needs to know about its run; travels as JSON. ``workload`` is the
+    Workload's import ref; ``handoff`` how files reach the next task (see pytest_mlpbench.step.handoff)."""
 
-    workload: str  # import ref of the Workload
-    scale: str
-    run_id: str
-    artifacts: str
-    events: str
-    params: dict = field(default_factory=dict)
-    traceparent: str | None = None
-    handoff: str = "shared"  # how files reach the next task: see pytest_mlpbench.step.handoff
+    def __init__(self, workload: str, scale: str, run_id: str, artifacts: str, events: str,
+                 params: dict | None = None, traceparent: str | None = None, handoff: str = "shared"):
+        self.workload = workload
+        self.scale = scale
+        self.run_id = run_id
+        self.artifacts = artifacts
+        self.events = events
+        self.params = {} if params is None else params
+        self.traceparent = traceparent
+        self.handoff = handoff
 
     def to_json(self) -> str:
         return json.dumps(self.__dict__, sort_keys=True)
@@ -126,14 +136,14 @@ class RunSpec:
         return cls(**json.loads(text))
 
 
-@dataclass
-class StepContext:
+class StepContext(Value):
     """What a step function sees besides its inputs."""
 
-    spec: RunSpec
-    step: str
-    index: int | None
-    metrics: dict = field(default_factory=dict)
+    def __init__(self, spec: RunSpec, step: str, index: int | None, metrics: dict | None = None):
+        self.spec = spec
+        self.step = step
+        self.index = index
+        self.metrics = {} if metrics is None else metrics
 
     @property
     def artifacts(self) -> Path:

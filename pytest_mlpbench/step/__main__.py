@@ -7,18 +7,20 @@
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 from pytest_mlpbench.model.workload import RunSpec, Workload, load_workload
 from pytest_mlpbench.step import apply_environment, read_outputs, run_step, task_spec, write_json_atomic
 from pytest_mlpbench.step.events import EVENTS_ENV, read_events
 
 
-def parser() -> argparse.ArgumentParser:
+def parser():
+    import argparse
+
     p = argparse.ArgumentParser(prog="python -m pytest_mlpbench.step", description=__doc__.splitlines()[0])
     p.add_argument("--spec", required=True, help="the run spec: a JSON file, or the JSON itself")
     p.add_argument("--step", required=True)
@@ -45,6 +47,52 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+VALUED = ("spec", "step", "index", "upstream_json", "outputs", "out_dir", "env", "artifacts", "events", "fanout_key")
+REPEATED = ("upstream", "carried")
+FLAGS = ("with_events",)
+
+
+def parse_args(argv: list[str]) -> SimpleNamespace:
+    """The arguments as :func:`parser` reads them. The forms the architectures write
+    (``--name VALUE``, ``--name=VALUE``) are read here, because building the argparse
+    parser (and the ``shutil`` it imports) costs every task some 8 ms; anything else
+    (``--help``, a mistake) goes to argparse, which reads it or says what is wrong."""
+    return _parse_plain(argv) or parser().parse_args(argv)
+
+
+def _parse_plain(argv: list[str]) -> SimpleNamespace | None:
+    args = {**dict.fromkeys(VALUED), **{name: [] for name in REPEATED}, **dict.fromkeys(FLAGS, False)}
+    tokens = iter(argv)
+    for token in tokens:
+        flag, eq, value = token.partition("=")
+        name = flag[2:].replace("-", "_")
+        if not flag.startswith("--") or name not in args:
+            return None
+        if name in FLAGS:
+            if eq:
+                return None
+            args[name] = True
+            continue
+        if not eq:
+            value = next(tokens, None)
+            if value is None or value.startswith("-"):
+                return None
+        if name in REPEATED:
+            args[name].append(value)
+        elif args[name] is None:
+            args[name] = value
+        else:
+            return None
+    if (args["spec"] is None or args["step"] is None or (args["outputs"] is None) == (args["out_dir"] is None)
+            or (args["upstream"] and args["upstream_json"] is not None)):
+        return None
+    if args["index"] is not None:
+        if not args["index"].isdigit():
+            return None
+        args["index"] = int(args["index"])
+    return SimpleNamespace(**args)
+
+
 def read_json(text: str):
     """JSON given inline, or the path of a file of it."""
     return json.loads(text if text.lstrip().startswith(("{", "[")) else Path(text).read_text())
@@ -64,7 +112,7 @@ def read_upstream(workload: Workload, step_name: str, items: list[str]) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    args = parse_args(sys.argv[1:] if argv is None else argv)
     if args.env:
         apply_environment(json.loads(args.env))
     spec = RunSpec(**read_json(args.spec))

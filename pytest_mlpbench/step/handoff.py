@@ -16,8 +16,12 @@ error, never a silent read of another task's directory.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # importing typing costs every task's process 3 ms
+    from typing import Any
 
 MODES = ("shared", "native")
 TOKEN = "mlpbench-artifact:"

@@ -3,7 +3,6 @@ DAG is parsed, trigger it, wait for the DAG run, read the task instances.
 Every wait calls ``check`` each time round, which raises if a component died."""
 from __future__ import annotations
 
-import dataclasses
 import time
 from pathlib import Path
 from typing import Callable
@@ -73,7 +72,7 @@ class DagDriver:
     def run(self, dag_id: str, run: Run, conf_extra: dict | None = None) -> dict:
         """Trigger ``dag_id`` for ``run``, wait for it, record its task instances; return the final DAG run."""
         run_id = run.spec.run_id
-        conf = {CONF_KEY: {"spec": dataclasses.asdict(run.spec), "env": run.env, **(conf_extra or {})}}
+        conf = {CONF_KEY: {"spec": vars(run.spec), "env": run.env, **(conf_extra or {})}}
         self._trigger(dag_id, run_id, conf, run)
         try:
             dag_run = self._wait(dag_id, run)
