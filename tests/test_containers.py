@@ -142,11 +142,12 @@ WORKLOAD = Workload(name="outside", ref="outside_work:WORKLOAD", steps=(Step("an
 
 
 @needs_engine
-def test_a_workload_from_outside_the_project_runs_in_its_containers(bench, tmp_path_factory):
+def test_a_workload_from_outside_the_project_runs_in_its_containers_and_a_timeout_stops_them(bench, tmp_path_factory):
     """The workload's package is copied into the steps' image; the step in the
     container imports it from there (the host's paths are not in the container).
     The session runs pinned to one core, as a pytest-xdist worker does, and the
-    containers' cgroups get that core as their cpuset."""
+    containers' cgroups get that core as their cpuset. In the same session (one
+    engine start for both), a step that sleeps 60 s is stopped at the 10 s limit."""
     elsewhere = tmp_path_factory.mktemp("elsewhere")
     (elsewhere / "outside_work").mkdir()
     (elsewhere / "outside_work" / "__init__.py").write_text(OUTSIDE_PACKAGE)
@@ -165,19 +166,29 @@ def pytest_mlpbench_register(registry):
     _register_fakes(registry)
     registry.add_workload(OUTSIDE)
 """)
-    bench.tests("def test_outside(mlpbench):\n    mlpbench.run('outside')\n")
+    bench.tests(bench_source("slow") + "\n\ndef test_outside(mlpbench):\n    mlpbench.run('outside')\n")
+    procs_before = {p.pid for p in psutil.process_iter()}
     allowed = os.sched_getaffinity(0)
     os.sched_setaffinity(0, {max(allowed)})  # the session pinned, as a pytest-xdist worker is
     try:
-        result = bench.run(ARCHS, "--mlpbench-rounds=1", "--mlpbench-scale=smoke", "--mlpbench-timeout=300",
+        result = bench.run(ARCHS, "--mlpbench-rounds=1", "--mlpbench-scale=smoke", "--mlpbench-timeout=10",
                            *ENGINE_OPTIONS)
     finally:
         os.sched_setaffinity(0, allowed)
-    result.assert_outcomes(passed=2)
-    for run in bench.runs():
+    result.assert_outcomes(passed=2, failed=2)
+    runs = bench.runs()
+    outside = [r for r in runs if r["workload"] == "outside"]
+    assert {r["architecture"] for r in outside} == {"kubeflow-docker", "sagemaker-local"}
+    for run in outside:
         assert run["outcome"] == "passed", run.get("error")
         assert run["metrics"] == {"cgroup_cores": 1.0, "from_image": 1.0, "answer": 42.0}  # the container's cpuset
         assert [s["host"] for s in run["steps"]] == [s["container_id"] for s in run["steps"]]
+    slow = [r for r in runs if r["workload"] != "outside"]
+    assert {r["architecture"] for r in slow} == {"kubeflow-docker", "sagemaker-local"}
+    assert all(r["outcome"] == "timeout" for r in slow), [r.get("error") for r in slow]
+    assert all("--mlpbench-timeout=10s; stopped its containers" in r["error"] for r in slow)
+    assert all(r["wall_s"] < 40 for r in slow), "the step sleeps 60 s: the limit cut it short"
+    assert not engine_leftovers(procs_before)
 
 
 def test_the_image_holds_the_installed_package_and_the_workloads_code(tmp_path, monkeypatch):
@@ -225,21 +236,6 @@ def test_the_image_holds_the_installed_package_and_the_workloads_code(tmp_path, 
     (tmp_path / "outside_pkg" / "weights.bin").write_bytes(b"\0\2")
     assert tag != code_tag("localhost/mlpbench-workloads", "localhost/mlpbench-steps:0", files)
     assert tag != code_tag("localhost/mlpbench-workloads", "localhost/mlpbench-steps:1", files)
-
-
-@needs_engine
-def test_a_timeout_stops_the_containers_and_is_recorded(bench):
-    bench.tests(bench_source("slow"))
-    procs_before = {p.pid for p in psutil.process_iter()}
-    started = time.monotonic()
-    result = bench.run(ARCHS, "--mlpbench-rounds=1", "--mlpbench-timeout=10", *ENGINE_OPTIONS)
-    assert time.monotonic() - started < 120  # the step sleeps 60 s in each architecture
-    result.assert_outcomes(failed=2)
-    runs = bench.runs()
-    assert {r["architecture"] for r in runs} == {"kubeflow-docker", "sagemaker-local"}
-    assert all(r["outcome"] == "timeout" for r in runs), [r.get("error") for r in runs]
-    assert all("--mlpbench-timeout=10s; stopped its containers" in r["error"] for r in runs)
-    assert not engine_leftovers(procs_before)
 
 
 def test_a_remote_docker_engine_is_not_counted_and_says_why():

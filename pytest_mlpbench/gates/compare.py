@@ -61,14 +61,21 @@ def open_saved(args: argparse.Namespace) -> tuple[Store, list[Entry]]:
     """The storage ``args`` name and its machine's saved runs, oldest first; none is an error."""
     from pytest_benchmark.utils import get_machine_id
 
-    files = [Path(run).expanduser() for run in args.runs]
-    if len(files) > 1 and all(f.is_file() for f in files):  # JSON files compared as they are, from anywhere
-        return Store(None, args.machine or get_machine_id(), files[-1].parent), [Entry.file(f) for f in files]
     store = Store.open(args.storage, args.machine or get_machine_id(), args.netrc)
     entries = store.entries()
     if not entries:
         raise GateError(store.nothing_saved())
     return store, entries
+
+
+def open_files(args: argparse.Namespace) -> tuple[Store, list[Entry]] | None:
+    """Several RUNs that are all JSON files: compared as they are, wherever they lie, without a storage."""
+    from pytest_benchmark.utils import get_machine_id
+
+    files = [Path(run).expanduser() for run in args.runs]
+    if len(files) < 2 or not all(f.is_file() for f in files):
+        return None
+    return Store(None, args.machine or get_machine_id(), files[-1].parent), [Entry.file(f) for f in files]
 
 
 def median_gates(figures: Iterable[str]) -> list[Gate]:
@@ -84,7 +91,7 @@ def current(run: SavedRun) -> dict[str, dict]:
 def compare(args: argparse.Namespace) -> list[Verdict]:
     gates = parse_gates(args.fail, "--fail")
     require_scipy()
-    store, entries = open_saved(args)
+    store, entries = open_files(args) or open_saved(args)
     refs = args.runs or [entries[-1].label]
     picked = [resolve(entries, r) for r in refs]
     now = store.read(entries[picked[-1]])
