@@ -1,6 +1,7 @@
 # Setup on a fresh Debian machine: `make bench` or `make test` does it all (as root, the Debian
 # packages too; otherwise it names the missing ones, and the tests that need them skip).
 VENV ?= .venv
+PREFECT_VENV ?= .venv-prefect
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 # torch is pinned to a CPU build; elsewhere set TORCH_INDEX=https://download.pytorch.org/whl/cpu
@@ -26,7 +27,7 @@ system:
 	echo "make system: installing" $$missing; \
 	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null
 
-install: system $(VENV)/.installed
+install: system $(VENV)/.installed $(PREFECT_VENV)/.installed
 
 $(VENV)/.installed: setup.cfg pyproject.toml requirements/constraints.txt
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -34,6 +35,14 @@ $(VENV)/.installed: setup.cfg pyproject.toml requirements/constraints.txt
 	$(PIP) install -q -c requirements/constraints.txt -e '.[frameworks,otel,test]'
 	# The editable install has no bytecode, and with PYTHONDONTWRITEBYTECODE every task's process would compile the package anew
 	$(PY) -m compileall -q pytest_mlpbench workloads
+	touch $@
+
+# Prefect 3 needs fastapi>=0.139, Airflow 3.3 fastapi<0.137: Prefect's server, worker and flow runs get an
+# environment of their own (docs/prefect.md)
+$(PREFECT_VENV)/.installed: requirements/prefect-constraints.txt
+	test -x $(PREFECT_VENV)/bin/python || python3 -m venv $(PREFECT_VENV)
+	$(PREFECT_VENV)/bin/python -m pip install -q -c requirements/prefect-constraints.txt prefect
+	$(PREFECT_VENV)/bin/python -m pip check
 	touch $@
 
 bench: install
@@ -53,5 +62,5 @@ reference: install
 	exit $$status
 
 clean:  # your own results; results/README.md and results/reference/ are the repository's
-	rm -rf $(VENV) .benchmarks
+	rm -rf $(VENV) $(PREFECT_VENV) .benchmarks
 	find results -mindepth 1 -maxdepth 1 ! -name README.md ! -name reference -exec rm -rf {} +

@@ -1,8 +1,10 @@
+import contextlib
 import json
 import os
 import signal
 from pathlib import Path
 
+import psutil
 import pytest
 from postgres import PostgresServer, PostgresUnavailable
 
@@ -68,6 +70,31 @@ class BenchProject:
 def bench(pytester, monkeypatch) -> BenchProject:
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(TESTS), os.environ.get("PYTHONPATH")])))
     return BenchProject(pytester)
+
+
+#: Loopback as psutil gives it, for IPv4, IPv6 and IPv4 on an IPv6 socket.
+LOOPBACK = {"127.0.0.1", "::1", "::ffff:127.0.0.1"}
+
+
+def listening_ips(procs) -> set[str]:
+    """The addresses ``procs`` (psutil processes) listen on."""
+    pids = {p.pid for p in procs}
+    return {c.laddr.ip for c in psutil.net_connections("inet") if c.status == psutil.CONN_LISTEN and c.pid in pids}
+
+
+@contextlib.contextmanager
+def postgres_if_installed(database: str):
+    """A throwaway PostgreSQL server with ``database``, or None where none is installed."""
+    try:
+        server = PostgresServer(database=database)
+    except PostgresUnavailable:
+        yield None
+        return
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 @pytest.fixture

@@ -24,10 +24,11 @@ import pytest
 from conftest import default_sigint
 from fakes import FAILING, FANOUT, LINEAR, SLOW
 from pytest_mlpbench.architectures import RunTimeout, Unavailable
-from pytest_mlpbench.architectures.airflow import AirflowLocal, worker_database
+from pytest_mlpbench.architectures.airflow import AirflowLocal
 from pytest_mlpbench.architectures.airflow.client import AirflowError, timestamp_ns
 from pytest_mlpbench.architectures.airflow.dags import dag_id, kubernetes_dag, local_dag
-from pytest_mlpbench.architectures.airflow.server import TUNED_SETTINGS, parse_settings, redact
+from pytest_mlpbench.architectures.airflow.server import TUNED_SETTINGS, parse_settings
+from pytest_mlpbench.architectures.databases import redact, worker_database
 from pytest_mlpbench.architectures.airflow.storage import local_dir, parse_uri
 from pytest_mlpbench.architectures.base import Run
 from pytest_mlpbench.model.dag import fanout_feeds

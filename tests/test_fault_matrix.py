@@ -14,9 +14,10 @@ Faults come from the workloads ``raises``, ``selfkill`` and ``await`` of
 ``fakes.py``: each fault step first leaves a note ``fault-<step>.json`` (when,
 which process) in its run's artifacts, which the watcher reads to time the
 detection, and to inject the outside faults while ``await_fault`` waits.
-One session runs all local architectures, one both container architectures;
-Ctrl-C takes a session per architecture (subprocess and airflow-local with
-PostgreSQL have theirs in test_plugin.py and test_airflow.py).
+The local architectures' matrix runs in three sessions, both container
+architectures' in one, and Ctrl-C in one session per architecture; they run
+side by side, three at a time (subprocess and airflow-local with PostgreSQL
+have their Ctrl-C sessions in test_plugin.py and test_airflow.py).
 
     pytest tests/test_fault_matrix.py -v -s     # -s prints the measured matrix
 """
@@ -44,7 +45,15 @@ from pytest_mlpbench.architectures import RunFailed, Unavailable
 from pytest_mlpbench.architectures.containers.arch import ContainerArchitecture
 from pytest_mlpbench.architectures.containers.image import default_cache
 
-LOCAL = ["inprocess", "subprocess", "metaflow-local", "airflow-local", "kubeflow-local", "dvc", "mlflow"]
+#: The local architectures, in the sessions that run their matrix: the ones with servers apart,
+#: so that no session is much longer than the others.
+LOCAL_SESSIONS = [["airflow-local", "metaflow-local"], ["prefect-local", "mlflow"],
+                  ["dagster-local", "inprocess", "subprocess", "kubeflow-local", "dvc"]]
+LOCAL = [arch for session in LOCAL_SESSIONS for arch in session]
+#: The module's sessions run side by side, this many at a time: each mostly waits on its
+#: frameworks, and each is watched by its own paths and run ids. The container Ctrl-C sessions
+#: come last, once the container matrix's session has filled the image cache they share.
+SIDE_BY_SIDE = 3
 CONTAINERS = ["kubeflow-docker", "sagemaker-local"]
 CONTAINER_OPTIONS = ["--mlpbench-container-torch=no", f"--mlpbench-image-cache={default_cache()}"]
 PODMAN = bool(shutil.which("podman") and shutil.which("runc") and os.geteuid() == 0)
@@ -335,13 +344,57 @@ def print_matrix():
 
 
 @pytest.fixture(scope="module")
-def local_session(tmp_path_factory):
-    child = Child(tmp_path_factory.mktemp("local"), [f"--mlpbench-arch={','.join(LOCAL)}"])
-    child.start(MATRIX_SOURCE)
-    child.wait()
-    child.left = child.leftovers()
-    yield child
-    child.close()
+def children(tmp_path_factory):
+    """Every session of the module, run side by side (``SIDE_BY_SIDE`` at a time): first the
+    matrix's (by architecture) and the local Ctrl-C ones, then, once the container session has
+    filled the image cache, the container Ctrl-C ones (by (architecture, whole group))."""
+    def child(name, archs, on_note=None, options=()):
+        return Child(tmp_path_factory.mktemp(name), [f"--mlpbench-arch={','.join(archs)}", *options], on_note)
+
+    matrix, interrupted, first, then = {}, {}, [], []
+    if PODMAN:
+        containers = child("containers", CONTAINERS, container_faults,
+                           ["--mlpbench-container-engine=podman", *CONTAINER_OPTIONS])
+        matrix.update(dict.fromkeys(CONTAINERS, containers))
+        first.append((containers, CONTAINER_SOURCE))
+    for archs in LOCAL_SESSIONS:
+        matrix.update(dict.fromkeys(archs, child("local", archs)))
+        first.append((matrix[archs[0]], MATRIX_SOURCE))
+    for arch, group in [*LOCAL_CTRL_C, *(CONTAINER_CTRL_C if PODMAN else [])]:
+        options = CONTAINER_OPTIONS if arch in CONTAINERS else []
+        interrupted[arch, group] = child("ctrl-c", [arch], ctrl_c(group), options)
+        (then if arch in CONTAINERS else first).append((interrupted[arch, group], CTRL_C_SOURCE))
+    try:
+        run_side_by_side(first, SIDE_BY_SIDE)
+        run_side_by_side(then, SIDE_BY_SIDE)
+        yield matrix, interrupted
+    finally:
+        for each, _ in first + then:
+            if getattr(each, "proc", None) is not None and each.proc.poll() is None:
+                each.kill()
+            each.close()
+
+
+def run_side_by_side(jobs: list[tuple[Child, str]], at_once: int) -> None:
+    """Run each child session on its source, ``at_once`` at a time, and take what each left."""
+    waiting, running = list(jobs), []
+    while waiting or running:
+        while waiting and len(running) < at_once:
+            child, source = waiting.pop(0)
+            child.start(source)
+            running.append(child)
+        for child in list(running):
+            if child.proc.poll() is not None or time.monotonic() - child.started > SESSION_LIMIT_S:
+                child.wait()
+                child.left = child.leftovers()
+                running.remove(child)
+        time.sleep(0.2)
+
+
+@pytest.fixture(scope="module")
+def matrix(children):
+    """The session that ran each architecture's matrix."""
+    return children[0]
 
 
 #: What a run's message must say (regular expressions): the step's name and its error, or the signal.
@@ -349,6 +402,9 @@ CAUSES = {
     "raises": [r"\bexplode\b", "RuntimeError", "this step raises on purpose"],
     "selfkill": [r"\bself_kill\b", r"\bSIGKILL\b"],
 }
+#: Prefect runs tasks in a pool of processes (ProcessPoolTaskRunner), whose Python does not
+#: report how one of them died: the message names the step and that its process was killed.
+CAUSES_PREFECT_SELFKILL = [r"\bself_kill\b", "terminated abruptly"]
 
 
 def check_cell(child: Child, fault: str, arch: str, workload: str, causes: list[str], outcome: str = "failed",
@@ -367,21 +423,22 @@ def check_cell(child: Child, fault: str, arch: str, workload: str, causes: list[
 
 
 @pytest.mark.parametrize("arch", LOCAL)
-def test_a_raising_step_fails_the_run_with_its_name_and_error(local_session, arch):
-    record = check_cell(local_session, "step raises", arch, "raises", CAUSES["raises"])
+def test_a_raising_step_fails_the_run_with_its_name_and_error(matrix, arch):
+    record = check_cell(matrix[arch], "step raises", arch, "raises", CAUSES["raises"])
     assert [(s["step"], s["outcome"]) for s in record["steps"]] == [("begin", "passed"), ("explode", "failed")]
 
 
 @pytest.mark.parametrize("arch", [
     pytest.param("inprocess", marks=pytest.mark.skip(reason=NOT_APPLICABLE)),
-    *LOCAL[1:]])
-def test_a_step_that_sigkills_itself_fails_the_run_naming_step_and_signal(local_session, arch):
-    record = check_cell(local_session, "step SIGKILL", arch, "selfkill", CAUSES["selfkill"])
+    *[arch for arch in LOCAL if arch != "inprocess"]])
+def test_a_step_that_sigkills_itself_fails_the_run_naming_step_and_signal(matrix, arch):
+    causes = CAUSES_PREFECT_SELFKILL if arch == "prefect-local" else CAUSES["selfkill"]
+    record = check_cell(matrix[arch], "step SIGKILL", arch, "selfkill", causes)
     assert [(s["step"], s["outcome"]) for s in record["steps"]] == [("begin", "passed")]  # the killed step wrote none
 
 
-def test_inprocess_says_why_it_has_no_sigkill_cell(local_session):
-    output = local_session.output(50000)
+def test_inprocess_says_why_it_has_no_sigkill_cell(matrix):
+    output = matrix["inprocess"].output(50000)
     assert re.search(r"SKIPPED \[1\] test_faults.py:\d+: " + re.escape(NOT_APPLICABLE), output), output[-4000:]
 
 
@@ -411,17 +468,8 @@ needs_podman = pytest.mark.skipif(not PODMAN, reason="needs Podman and runc, as 
 
 
 @pytest.fixture(scope="module")
-def container_session(tmp_path_factory):
-    if not PODMAN:
-        pytest.skip("needs Podman and runc, as root")
-    child = Child(tmp_path_factory.mktemp("containers"),
-                  [f"--mlpbench-arch={','.join(CONTAINERS)}", "--mlpbench-container-engine=podman", *CONTAINER_OPTIONS],
-                  on_note=container_faults)
-    child.start(CONTAINER_SOURCE)
-    child.wait()
-    child.left = child.leftovers()
-    yield child
-    child.close()
+def container_session(matrix):
+    return matrix[CONTAINERS[0]]
 
 
 @needs_podman
@@ -477,9 +525,11 @@ def test_an_engine_that_does_not_restart_makes_the_architecture_unavailable_with
 #: and, where the architecture leaves processes in the test's own process group (kfp.local's
 #: tasks, MLflow's step commands; SageMaker's Compose until it got a session of its own), also to
 #: the whole group, as a terminal sends Ctrl-C.
-CTRL_C = [*[(arch, False) for arch in ("inprocess", "metaflow-local", "kubeflow-local", "dvc", "mlflow")],
-          *[pytest.param(arch, False, marks=needs_podman) for arch in CONTAINERS],
-          ("kubeflow-local", True), ("mlflow", True), pytest.param("sagemaker-local", True, marks=needs_podman)]
+LOCAL_CTRL_C = [("prefect-local", False), ("dagster-local", False), ("mlflow", True), ("mlflow", False),
+                ("metaflow-local", False), ("kubeflow-local", False), ("kubeflow-local", True), ("dvc", False),
+                ("inprocess", False)]
+CONTAINER_CTRL_C = [("sagemaker-local", False), ("sagemaker-local", True), ("kubeflow-docker", False)]
+CTRL_C = [*LOCAL_CTRL_C, *[pytest.param(*cell, marks=needs_podman) for cell in CONTAINER_CTRL_C]]
 
 
 def ctrl_c(group: bool):
@@ -494,28 +544,19 @@ def ctrl_c(group: bool):
 
 
 @pytest.mark.parametrize("arch, group", CTRL_C, ids=lambda value: {False: "pid", True: "group"}.get(value, value))
-def test_ctrl_c_mid_run_records_the_run_and_leaves_nothing(tmp_path, arch, group):
-    options = CONTAINER_OPTIONS if arch in CONTAINERS else []
-    child = Child(tmp_path, [f"--mlpbench-arch={arch}", *options], on_note=ctrl_c(group))
-    try:
-        child.start(CTRL_C_SOURCE)
-        child.wait()
-        child.left = child.leftovers()
-        record = child.runs().get((arch, "await"))
-        injected = child.injected.get(record["run_id"]) if record else None
-        session_end_s = child.ended - injected[1] if injected else None
-        report("Ctrl-C" + (" (process group)" if group else ""), arch, child, record,
-               detection_s(child, record) if injected else None,
-               f" (session ended {session_end_s:.2f} s after Ctrl-C)" if injected else "")
-        output = child.output()
-        assert injected, f"the step never started ({child.ended - child.started:.0f} s):\n{output}"
-        assert "KeyboardInterrupt" in output and "Traceback" not in output, output
-        assert record["outcome"] == "interrupted" and "KeyboardInterrupt" in record["error"], record["error"]
-        assert detection_s(child, record) < DETECT_BOUND_S
-        assert (outlived_s(child, record) or 0) < RUN_CLEANUP_BOUND_S
-        assert session_end_s < SESSION_END_BOUND_S
-        assert not child.left, f"left after the session: {child.left}"
-    finally:
-        if child.proc.poll() is None:
-            child.kill()
-        child.close()
+def test_ctrl_c_mid_run_records_the_run_and_leaves_nothing(children, arch, group):
+    child = children[1][arch, group]
+    record = child.runs().get((arch, "await"))
+    injected = child.injected.get(record["run_id"]) if record else None
+    session_end_s = child.ended - injected[1] if injected else None
+    report("Ctrl-C" + (" (process group)" if group else ""), arch, child, record,
+           detection_s(child, record) if injected else None,
+           f" (session ended {session_end_s:.2f} s after Ctrl-C)" if injected else "")
+    output = child.output()
+    assert injected, f"the step never started ({child.ended - child.started:.0f} s):\n{output}"
+    assert "KeyboardInterrupt" in output and "Traceback" not in output, output
+    assert record["outcome"] == "interrupted" and "KeyboardInterrupt" in record["error"], record["error"]
+    assert detection_s(child, record) < DETECT_BOUND_S
+    assert (outlived_s(child, record) or 0) < RUN_CLEANUP_BOUND_S
+    assert session_end_s < SESSION_END_BOUND_S
+    assert not child.left, f"left after the session: {child.left}"

@@ -32,9 +32,9 @@ T = TypeVar("T")
 REMOTE_POLL = Option("remote_poll", "Seconds between status polls of a kubeflow or sagemaker run (default: 2).",
                      positive_float, 2.0, "SECONDS")
 FRAMEWORK_DEFAULTS = Option(
-    "framework_defaults", "Run the frameworks that take this option (airflow-local, airflow-kubernetes) with their "
-    "own default settings instead of the tuning pytest-mlpbench applies for short pipelines; what they need to run "
-    "here at all stays set (docs/settings.md) (default: no).",
+    "framework_defaults", "Run the frameworks that take this option (airflow-local, airflow-kubernetes, "
+    "prefect-local, dagster-local) with their own default settings instead of the tuning pytest-mlpbench applies for short "
+    "pipelines; what they need to run here at all stays set (docs/settings.md) (default: no).",
     yes_no, False, "yes|no")
 
 

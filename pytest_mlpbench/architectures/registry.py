@@ -52,4 +52,7 @@ BUILTIN = [
     Entry("kubeflow-docker", f"{_ARCH}.kubeflow.docker:KubeflowDocker", _EXTRAS),
     Entry("dvc", f"{_ARCH}.dvc:Dvc", _EXTRAS),
     Entry("mlflow", f"{_ARCH}.mlflow_projects:MlflowProjects", _EXTRAS),
+    Entry("dagster-local", f"{_ARCH}.dagster:DagsterLocal", _EXTRAS),
+    Entry("prefect-local", f"{_ARCH}.prefect:PrefectLocal",
+          "Prefect runs in its own environment: make install builds .venv-prefect"),
 ]

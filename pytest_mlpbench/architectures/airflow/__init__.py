@@ -27,20 +27,12 @@ from pytest_mlpbench.architectures.airflow.driver import DagDriver
 from pytest_mlpbench.architectures.airflow.storage import CARRIED_KEY, STORE_KEY, local_dir, parse_uri
 from pytest_mlpbench.architectures.base import (FRAMEWORK_DEFAULTS, Architecture, RunFailed, Unavailable,
                                                 step_environment)
+from pytest_mlpbench.architectures.databases import parse_db, redact, session_database
 from pytest_mlpbench.options import Option
 from pytest_mlpbench.architectures.airflow.server import (BROKEN_GRACE_S, AirflowServer, ComponentDied,
-                                                          parse_settings, redact)
+                                                          parse_settings)
 
 __all__ = ["AirflowKubernetes", "AirflowLocal"]
-
-
-def parse_db(text: str) -> str | None:
-    if text == "sqlite":
-        return None
-    scheme, sep, rest = text.partition("://")
-    if scheme.split("+")[0] != "postgresql" or not sep or not rest or " " in text:
-        raise ValueError("expected 'sqlite' or postgresql://USER:PASSWORD@HOST:PORT/DATABASE")
-    return text
 
 
 DB = Option("airflow_db", "Airflow metadata database for airflow-local/-kubernetes: 'sqlite' (default, a file in the "
@@ -100,9 +92,7 @@ class AirflowLocal(Architecture):
     def make_server(self, session_dir: Path) -> AirflowServer:
         """The session's Airflow, configured and not yet started."""
         db = self.option("airflow_db")
-        worker = os.environ.get("PYTEST_XDIST_WORKER")
-        if db and worker:  # two workers' Airflows must not share one metadata database
-            db = self.worker_database(db, worker)
+        db = db and session_database(db, self.name, "Airflow")
         return AirflowServer(session_dir / "airflow-home", db_url=db, overrides=self.option("airflow_config") or {},
                              pythonpath=step_environment(os.devnull)["PYTHONPATH"],
                              tuned=not self.option("framework_defaults", False))
@@ -116,13 +106,6 @@ class AirflowLocal(Architecture):
             except OSError as exc:
                 raise Unavailable(f"{self.name}: object storage {uri} is not a usable directory: {exc}") from None
         return uri
-
-    def worker_database(self, url: str, worker: str) -> str:
-        try:
-            return worker_database(url, worker)
-        except Exception as exc:  # the driver's errors: no server, no CREATEDB privilege...
-            raise Unavailable(f"{self.name}: under pytest-xdist each worker's Airflow needs a database of its own, "
-                              f"and {redact(url)} could not give one: {type(exc).__name__}: {exc}") from None
 
     def dag_source(self, workload) -> str:
         return local_dag(workload)
@@ -185,23 +168,6 @@ class AirflowLocal(Architecture):
         # Which settings the runs measured: tuned for short pipelines, or Airflow's own defaults.
         found["airflow-settings"] = "framework-defaults" if self.option("framework_defaults", False) else "tuned"
         return found
-
-
-def worker_database(url: str, worker: str) -> str:
-    """The URL of the database ``<database>_<worker>`` on the server of ``url``, created if missing."""
-    from sqlalchemy import create_engine, text
-    from sqlalchemy.engine import make_url
-
-    base = make_url(url)
-    name = f"{base.database}_{worker}"
-    engine = create_engine(base, isolation_level="AUTOCOMMIT")
-    try:
-        with engine.connect() as conn:
-            if not conn.execute(text("SELECT 1 FROM pg_database WHERE datname = :name"), {"name": name}).scalar():
-                conn.execute(text(f'CREATE DATABASE "{name}"'))
-    finally:
-        engine.dispose()
-    return base.set(database=name).render_as_string(hide_password=False)
 
 
 def postgres_drivers(url: str) -> list[tuple[str, str]]:

@@ -20,6 +20,7 @@ import psutil
 
 from pytest_mlpbench.architectures.airflow.client import AirflowClient, AirflowError, timestamp_ns
 from pytest_mlpbench.architectures.base import kill_groups, tail
+from pytest_mlpbench.architectures.databases import redact
 
 USER = "mlpbench"
 
@@ -322,10 +323,3 @@ def _terminate(proc: psutil.Process) -> None:
         pass
 
 
-def redact(url: str) -> str:
-    """A database URL without its password, for messages."""
-    scheme, sep, rest = url.partition("://")
-    creds, at, host = rest.rpartition("@")
-    if not sep or not at or ":" not in creds:
-        return url
-    return f"{scheme}://{creds.split(':', 1)[0]}:***@{host}"
