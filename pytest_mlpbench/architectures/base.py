@@ -64,6 +64,10 @@ class Architecture:
     def __init__(self, settings: Any = None):
         self.settings = settings
 
+    def option(self, name: str, default=None):
+        """The value of one of this architecture's options (``default`` without settings)."""
+        return self.settings.get(name, default) if self.settings is not None else default
+
     def check(self) -> None:
         pass
 

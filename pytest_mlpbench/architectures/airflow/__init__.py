@@ -62,9 +62,6 @@ class AirflowLocal(Architecture):
         self.abandoned: tuple[str, str] | None = None  # (dag id, run id) of the run a dead component ended
         self.object_storage = ""  # the base URI of native hand-off
 
-    def option(self, name: str, default=None):
-        return self.settings.get(name, default) if self.settings is not None else default
-
     def check(self) -> None:
         if importlib.util.find_spec("airflow") is None:
             raise Unavailable(f"{self.name}: apache-airflow is not installed; pip install 'apache-airflow>=3'")

@@ -59,9 +59,6 @@ class DagsterLocal(Architecture):
         self.jobs: set[str] = set()  # jobs in the code location
         self.unavailable: str | None = None
 
-    def option(self, name: str, default=None):
-        return self.settings.get(name, default) if self.settings is not None else default
-
     def check(self) -> None:
         for module, pip in (("dagster", "dagster"), ("dagster_webserver", "dagster-webserver")):
             if importlib.util.find_spec(module) is None:

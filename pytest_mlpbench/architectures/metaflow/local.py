@@ -35,9 +35,6 @@ class MetaflowLocal(Architecture):
         super().__init__(settings)
         self.dir: Path | None = None
 
-    def option(self, name: str, default=None):
-        return self.settings.get(name, default) if self.settings is not None else default
-
     def check(self) -> None:
         if importlib.util.find_spec("metaflow") is None:
             raise Unavailable(f"{self.name}: metaflow is not installed; pip install metaflow")

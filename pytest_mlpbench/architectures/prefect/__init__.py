@@ -57,9 +57,6 @@ class PrefectLocal(Architecture):
         self.broken: str | None = None  # why the last run stopped Prefect
         self.unavailable: str | None = None
 
-    def option(self, name: str, default=None):
-        return self.settings.get(name, default) if self.settings is not None else default
-
     def check(self) -> None:
         given = self.option("prefect_venv")
         candidates = [Path(given)] if given else [Path(sys.prefix).with_name(".venv-prefect"), Path(sys.prefix)]
